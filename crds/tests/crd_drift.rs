@@ -1,0 +1,14 @@
+//! The committed CRD YAML must be exactly what the code generates.
+
+#[test]
+fn committed_crds_match_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = mirrorfleet_crds::v1alpha1::crds_yaml();
+    assert!(
+        committed == generated,
+        "{} is out of date with the CRD types; regenerate it with\n    \
+         cargo run -p mirrorfleet-crds --bin crdgen > crds/crds.yaml\nand commit the result",
+        path.display()
+    );
+}
