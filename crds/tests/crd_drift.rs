@@ -1,5 +1,7 @@
 //! The committed CRD YAML must be exactly what the code generates.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 #[test]
 fn committed_crds_match_the_code() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds.yaml");

@@ -2,6 +2,8 @@
 //! produces exactly the problems written at its end as `# expect: …` lines (validated together
 //! with the example fleet, so that references resolve).
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,9 @@
 //! rules that span fields are CEL `x-kubernetes-validations`; rules that span resources live in
 //! [`crate::validate`]. Nothing here does I/O.
 
+// Several `printcolumn(...)` entries repeat `type_ = "string"`; that is not a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 mod common;
 mod mirror;
 mod project;

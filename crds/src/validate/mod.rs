@@ -157,9 +157,7 @@ pub fn validate(files: &[SourceFile<'_>], options: Options) -> Outcome {
             .find(|(n, _)| n == name)
             .map_or(usize::MAX, |(_, i)| *i)
     };
-    outcome
-        .problems
-        .sort_by(|a, b| (rank(&a.file), a.line).cmp(&(rank(&b.file), b.line)));
+    outcome.problems.sort_by_key(|a| (rank(&a.file), a.line));
     outcome.problems.dedup();
     outcome
 }

@@ -212,15 +212,21 @@ fn project(p: &Located<crate::v1alpha1::Project>, fleet: &Fleet, out: &mut Vec<P
             continue;
         }
         let o = &other.resource.spec.routing;
-        if let (Some(mine), Some(theirs)) = (&spec.routing.path_prefix, &o.path_prefix) {
-            if mine.starts_with(theirs.as_str()) || theirs.starts_with(mine.as_str()) {
-                let how = if mine == theirs {
-                    "is the same as"
-                } else {
-                    "overlaps"
-                };
-                out.push(p.problem("spec.routing.pathPrefix", format!("{mine} {how} Project/{}'s {theirs}; each request must belong to one project", other.name())));
-            }
+        if let (Some(mine), Some(theirs)) = (&spec.routing.path_prefix, &o.path_prefix)
+            && (mine.starts_with(theirs.as_str()) || theirs.starts_with(mine.as_str()))
+        {
+            let how = if mine == theirs {
+                "is the same as"
+            } else {
+                "overlaps"
+            };
+            out.push(p.problem(
+                "spec.routing.pathPrefix",
+                format!(
+                    "{mine} {how} Project/{}'s {theirs}; each request must belong to one project",
+                    other.name()
+                ),
+            ));
         }
         for (i, host) in spec.routing.hosts.iter().enumerate() {
             if o.hosts.contains(host) {
@@ -256,21 +262,21 @@ fn mirror(m: &Located<Mirror>, index: &Index<'_>, out: &mut Vec<Problem>) {
         }
     }
     let own = spec.location.as_ref().and_then(|l| l.country.as_deref());
-    if let Some(loc) = &spec.location {
-        if let Some(code) = &loc.country {
-            match country(code) {
-                Err(message) => out.push(m.problem("spec.location.country", message)),
-                Ok(c) if loc.continent.is_some_and(|k| k != c.continent) => out.push(m.problem(
-                    "spec.location.continent",
-                    format!(
-                        "{} is in {}, not {}",
-                        c.code,
-                        c.continent.code(),
-                        loc.continent.map_or("", |k| k.code())
-                    ),
-                )),
-                Ok(_) => {}
-            }
+    if let Some(loc) = &spec.location
+        && let Some(code) = &loc.country
+    {
+        match country(code) {
+            Err(message) => out.push(m.problem("spec.location.country", message)),
+            Ok(c) if loc.continent.is_some_and(|k| k != c.continent) => out.push(m.problem(
+                "spec.location.continent",
+                format!(
+                    "{} is in {}, not {}",
+                    c.code,
+                    c.continent.code(),
+                    loc.continent.map_or("", |k| k.code())
+                ),
+            )),
+            Ok(_) => {}
         }
     }
     countries(

@@ -57,16 +57,16 @@ impl Checker {
             push(format!("must be {}, not {}", article(ty), describe(value)));
             return;
         }
-        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-            if !allowed.contains(value) {
-                let names: Vec<String> = allowed.iter().map(render).collect();
-                push(format!(
-                    "{} is not one of {}",
-                    render(value),
-                    names.join(", ")
-                ));
-                return;
-            }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            let names: Vec<String> = allowed.iter().map(render).collect();
+            push(format!(
+                "{} is not one of {}",
+                render(value),
+                names.join(", ")
+            ));
+            return;
         }
         match value {
             Value::Object(map) => self.check_object(schema, map, path, out),
@@ -130,21 +130,21 @@ impl Checker {
         path: &str,
         out: &mut Vec<Violation>,
     ) {
-        if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-            if (items.len() as u64) < min {
-                out.push(Violation {
-                    path: path.into(),
-                    message: format!("needs at least {min} item{}", plural(min)),
-                });
-            }
+        if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+            && (items.len() as u64) < min
+        {
+            out.push(Violation {
+                path: path.into(),
+                message: format!("needs at least {min} item{}", plural(min)),
+            });
         }
-        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-            if items.len() as u64 > max {
-                out.push(Violation {
-                    path: path.into(),
-                    message: format!("has {} items; at most {max} are allowed", items.len()),
-                });
-            }
+        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+            && items.len() as u64 > max
+        {
+            out.push(Violation {
+                path: path.into(),
+                message: format!("has {} items; at most {max} are allowed", items.len()),
+            });
         }
         if let Some(item_schema) = schema.get("items") {
             for (i, item) in items.iter().enumerate() {
@@ -189,26 +189,26 @@ impl Checker {
 
     fn check_string(&mut self, schema: &Value, s: &str, path: &str, out: &mut Vec<Violation>) {
         let len = s.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-            if len < min {
-                let message = if len == 0 {
-                    "must not be empty".to_owned()
-                } else {
-                    format!("must be at least {min} characters long")
-                };
-                out.push(Violation {
-                    path: path.into(),
-                    message,
-                });
-            }
+        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+            && len < min
+        {
+            let message = if len == 0 {
+                "must not be empty".to_owned()
+            } else {
+                format!("must be at least {min} characters long")
+            };
+            out.push(Violation {
+                path: path.into(),
+                message,
+            });
         }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-            if len > max {
-                out.push(Violation {
-                    path: path.into(),
-                    message: format!("is {len} characters long; at most {max} are allowed"),
-                });
-            }
+        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+            && len > max
+        {
+            out.push(Violation {
+                path: path.into(),
+                message: format!("is {len} characters long; at most {max} are allowed"),
+            });
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
             let re = self

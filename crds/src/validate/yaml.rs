@@ -294,15 +294,15 @@ fn resolve_plain(s: &str) -> Value {
     }
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     let negative = s.starts_with('-');
-    if let Some(hex) = digits.strip_prefix("0x") {
-        if let Ok(n) = i64::from_str_radix(hex, 16) {
-            return Value::from(if negative { -n } else { n });
-        }
+    if let Some(hex) = digits.strip_prefix("0x")
+        && let Ok(n) = i64::from_str_radix(hex, 16)
+    {
+        return Value::from(if negative { -n } else { n });
     }
-    if let Some(oct) = digits.strip_prefix("0o") {
-        if let Ok(n) = i64::from_str_radix(oct, 8) {
-            return Value::from(if negative { -n } else { n });
-        }
+    if let Some(oct) = digits.strip_prefix("0o")
+        && let Ok(n) = i64::from_str_radix(oct, 8)
+    {
+        return Value::from(if negative { -n } else { n });
     }
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         if let Ok(n) = s.parse::<i64>() {
@@ -320,10 +320,8 @@ fn resolve_plain(s: &str) -> Value {
         && digits
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
-    if looks_float {
-        if let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if looks_float && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
+        return Value::Number(n);
     }
     Value::String(s.to_owned())
 }
