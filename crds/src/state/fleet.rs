@@ -1,0 +1,232 @@
+//! The compiled fleet: projects, mirrors, sponsors and rules as the redirector needs them —
+//! locations resolved, defaults applied, and nothing private (no contacts, no notes), so that
+//! no redirector can ever leak them. Stored as JSON under [`super::FLEET_KEY`].
+
+use serde::{Deserialize, Serialize};
+
+use super::DecodeError;
+use super::envelope::{self, Kind};
+use crate::geo::Continent;
+
+/// The whole compiled fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetState {
+    /// Projects, sorted by name.
+    pub projects: Vec<ProjectState>,
+    /// Mirrors, sorted by name.
+    pub mirrors: Vec<MirrorState>,
+    /// Sponsors, sorted by name.
+    pub sponsors: Vec<SponsorState>,
+    /// Region rules, highest priority first.
+    pub rules: Vec<RuleState>,
+}
+
+impl FleetState {
+    /// Encodes for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::encode_json(Kind::Fleet, self)
+    }
+
+    /// Decodes from the store.
+    pub fn decode(value: &[u8]) -> Result<FleetState, DecodeError> {
+        envelope::decode_json(Kind::Fleet, value)
+    }
+
+    /// The project named `name`.
+    pub fn project(&self, name: &str) -> Option<&ProjectState> {
+        self.projects.iter().find(|p| p.name == name)
+    }
+
+    /// The mirror named `name`.
+    pub fn mirror(&self, name: &str) -> Option<&MirrorState> {
+        self.mirrors.iter().find(|m| m.name == name)
+    }
+}
+
+/// A hash algorithm of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashKind {
+    /// SHA-256.
+    Sha256,
+    /// SHA-1.
+    Sha1,
+    /// MD5.
+    Md5,
+}
+
+impl HashKind {
+    /// Digest length in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            HashKind::Sha256 => 32,
+            HashKind::Sha1 => 20,
+            HashKind::Md5 => 16,
+        }
+    }
+}
+
+/// A project as compiled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectState {
+    /// Resource name.
+    pub name: String,
+    /// Display name.
+    pub display_name: String,
+    /// Path prefix, starting and ending with `/`.
+    pub path_prefix: Option<String>,
+    /// Host names routed to this project.
+    pub hosts: Vec<String>,
+    /// Hashes in the index.
+    pub hashes: Vec<HashKind>,
+    /// Fallbacks, in order.
+    pub fallbacks: Vec<FallbackState>,
+    /// Globs of mutable metadata.
+    pub mutable: Vec<String>,
+    /// Globs of immutable files (win over `mutable`).
+    pub immutable: Vec<String>,
+    /// Trace file, relative.
+    pub trace_file: Option<String>,
+    /// Canary file for health probes, relative.
+    pub canary_file: Option<String>,
+}
+
+/// A fallback location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FallbackState {
+    /// Base URL ending with `/`.
+    pub url: String,
+    /// Country, if known.
+    pub country: Option<String>,
+    /// Continent, if known.
+    pub continent: Option<Continent>,
+}
+
+/// Where a mirror is, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocationState {
+    /// ISO country code.
+    pub country: Option<String>,
+    /// Continent.
+    pub continent: Option<Continent>,
+    /// Latitude, degrees.
+    pub latitude: Option<f64>,
+    /// Longitude, degrees.
+    pub longitude: Option<f64>,
+}
+
+/// Who may be sent to a mirror.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestrictionState {
+    /// Only clients in the mirror's countries.
+    pub country_only: bool,
+    /// Only clients on the mirror's continent.
+    pub continent_only: bool,
+    /// Only clients in the mirror's ASNs.
+    pub as_only: bool,
+    /// Only clients in the mirror's networks.
+    pub networks_only: bool,
+    /// Countries never sent here.
+    pub excluded_countries: Vec<String>,
+}
+
+/// One project on a mirror.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MirrorProjectState {
+    /// Project name.
+    pub project: String,
+    /// HTTP base URL.
+    pub http: Option<String>,
+    /// HTTPS base URL.
+    pub https: Option<String>,
+    /// rsync URL (scans).
+    pub rsync: Option<String>,
+    /// FTP URL (scans).
+    pub ftp: Option<String>,
+    /// Sub-trees carried; empty for the whole project.
+    pub paths: Vec<String>,
+}
+
+/// A mirror as compiled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MirrorState {
+    /// Resource name.
+    pub name: String,
+    /// Sponsor name.
+    pub sponsor: String,
+    /// Receives traffic at all.
+    pub enabled: bool,
+    /// Relative weight.
+    pub weight: u32,
+    /// Bandwidth in Mbit/s, if declared.
+    pub bandwidth_mbps: Option<u64>,
+    /// Reachable over IPv4.
+    pub ipv4: bool,
+    /// Reachable over IPv6.
+    pub ipv6: bool,
+    /// Resolved location.
+    pub location: LocationState,
+    /// Additional countries served.
+    pub additional_countries: Vec<String>,
+    /// ASNs.
+    pub asns: Vec<u32>,
+    /// Preferred client networks (CIDRs).
+    pub networks: Vec<String>,
+    /// Restrictions.
+    pub restrictions: RestrictionState,
+    /// Maintenance windows as (start, end) Unix seconds.
+    pub maintenance: Vec<(i64, i64)>,
+    /// Projects carried.
+    pub projects: Vec<MirrorProjectState>,
+}
+
+/// A sponsor as shown publicly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SponsorState {
+    /// Resource name.
+    pub name: String,
+    /// Display name.
+    pub display_name: String,
+    /// Web site.
+    pub url: Option<String>,
+    /// Logo URL.
+    pub logo: Option<String>,
+}
+
+/// What a rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Rank first.
+    Prefer,
+    /// Only these.
+    Only,
+    /// Never these.
+    Exclude,
+    /// Scale weights.
+    Scale,
+}
+
+/// A region rule as compiled (sponsors expanded to their mirrors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleState {
+    /// Resource name.
+    pub name: String,
+    /// Priority; higher first.
+    pub priority: u32,
+    /// Client countries.
+    pub countries: Vec<String>,
+    /// Client continents.
+    pub continents: Vec<Continent>,
+    /// Client ASNs.
+    pub asns: Vec<u32>,
+    /// Client networks.
+    pub networks: Vec<String>,
+    /// The action.
+    pub action: Action,
+    /// Mirrors the action applies to (sponsors' mirrors included).
+    pub mirrors: Vec<String>,
+    /// Factor for `Scale`.
+    pub weight_factor: Option<f64>,
+    /// Projects; empty for all.
+    pub projects: Vec<String>,
+}

@@ -1,0 +1,84 @@
+//! Download counters. Redirectors count in memory and flush batches; the store adds them to
+//! per-day hashes (kept [`DAY_RETENTION_DAYS`] days) and all-time totals:
+//!
+//! | key | fields |
+//! | --- | --- |
+//! | `mf:v1:stats:day:<YYYY-MM-DD>:mirror` | mirror → redirects |
+//! | `mf:v1:stats:day:<YYYY-MM-DD>:bytes` | mirror → bytes of the files redirected |
+//! | `mf:v1:stats:day:<YYYY-MM-DD>:country` | country (or `--`) → redirects |
+//! | `mf:v1:stats:day:<YYYY-MM-DD>:file:<project>` | path → redirects |
+//! | `mf:v1:stats:total` | `redirects`, `bytes` |
+
+use std::collections::BTreeMap;
+
+use super::PREFIX;
+
+/// Days a per-day hash is kept.
+pub const DAY_RETENTION_DAYS: u64 = 400;
+
+/// The all-time totals key.
+pub fn total_key() -> String {
+    format!("{PREFIX}stats:total")
+}
+
+/// A per-day key; `dimension` is `mirror`, `bytes`, `country` or `file:<project>`.
+pub fn day_key(day: &str, dimension: &str) -> String {
+    format!("{PREFIX}stats:day:{day}:{dimension}")
+}
+
+/// Counters to add, grouped by key then field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsBatch {
+    /// key → field → increment.
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl StatsBatch {
+    /// Counts one redirect of `bytes` bytes of `path` in `project` to `mirror`, for a client in
+    /// `country`, on `day` (`YYYY-MM-DD`, UTC).
+    pub fn count(
+        &mut self,
+        day: &str,
+        project: &str,
+        path: &str,
+        mirror: &str,
+        country: Option<&str>,
+        bytes: u64,
+    ) {
+        self.add(day_key(day, "mirror"), mirror, 1);
+        self.add(day_key(day, "bytes"), mirror, bytes);
+        self.add(day_key(day, "country"), country.unwrap_or("--"), 1);
+        self.add(day_key(day, &format!("file:{project}")), path, 1);
+        self.add(total_key(), "redirects", 1);
+        self.add(total_key(), "bytes", bytes);
+    }
+
+    /// Adds `n` to `field` of `key`.
+    pub fn add(&mut self, key: String, field: &str, n: u64) {
+        *self
+            .counters
+            .entry(key)
+            .or_default()
+            .entry(field.to_owned())
+            .or_default() += n;
+    }
+
+    /// Whether there is nothing to flush.
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+    }
+
+    /// Merges `other` into this batch (used to keep a failed flush for the next try).
+    pub fn merge(&mut self, other: StatsBatch) {
+        for (key, fields) in other.counters {
+            for (field, n) in fields {
+                self.add(key.clone(), &field, n);
+            }
+        }
+    }
+
+    /// Number of (key, field) counters.
+    pub fn len(&self) -> usize {
+        self.counters.values().map(|f| f.len()).sum()
+    }
+}
