@@ -57,7 +57,7 @@ pub enum HashKind {
 
 impl HashKind {
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashKind::Sha256 => 32,
             HashKind::Sha1 => 20,

@@ -53,10 +53,10 @@ impl<'a> FileEntry<'a> {
         let mut offset = 0;
         for k in self.kinds {
             if *k == kind {
-                let d = &self.digests[offset..offset + k.len()];
+                let d = &self.digests[offset..offset + k.digest_len()];
                 return (!d.iter().all(|b| *b == 0)).then_some(d);
             }
-            offset += k.len();
+            offset += k.digest_len();
         }
         None
     }
@@ -98,7 +98,7 @@ impl FileIndex {
     ) -> FileIndex {
         records.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         records.dedup_by(|a, b| a.path == b.path);
-        let stride: usize = hashes.iter().map(|h| h.len()).sum();
+        let stride: usize = hashes.iter().map(|h| h.digest_len()).sum();
         let mut next_id = previous.map_or(0, |p| p.next_id);
         let mut index = FileIndex {
             project: project.to_owned(),
@@ -106,7 +106,7 @@ impl FileIndex {
             hashes: hashes.to_vec(),
             next_id: 0,
             slots: Vec::with_capacity(records.len()),
-            arena: String::with_capacity(records.iter().map(|r| r.path.len()).sum()),
+            arena: String::with_capacity(records.iter().map(|r| r.path.digest_len()).sum()),
             digests: Vec::with_capacity(records.len() * stride),
         };
         for r in records {
@@ -123,10 +123,10 @@ impl FileIndex {
                     .digests
                     .get(i)
                     .and_then(Option::as_ref)
-                    .filter(|d| d.len() == kind.len())
+                    .filter(|d| d.len() == kind.digest_len())
                 {
                     Some(d) => index.digests.extend_from_slice(d),
-                    None => index.digests.extend(std::iter::repeat_n(0, kind.len())),
+                    None => index.digests.extend(std::iter::repeat_n(0, kind.digest_len())),
                 }
             }
         }
@@ -147,7 +147,7 @@ impl FileIndex {
     }
 
     fn stride(&self) -> usize {
-        self.hashes.iter().map(|h| h.len()).sum()
+        self.hashes.iter().map(|h| h.digest_len()).sum()
     }
 
     fn path_of(&self, slot: &Slot) -> &str {
@@ -259,7 +259,7 @@ impl FileIndex {
 
     /// Rebuilds an index from its metadata and decoded chunks (in any order).
     pub fn from_chunks(meta: &IndexMeta, chunks: &[&IndexChunk]) -> Result<FileIndex, DecodeError> {
-        let stride: usize = meta.hashes.iter().map(|h| h.len()).sum();
+        let stride: usize = meta.hashes.iter().map(|h| h.digest_len()).sum();
         let total: usize = chunks.iter().map(|c| c.len()).sum();
         if total as u64 != meta.files {
             return Err(DecodeError::Invalid {
