@@ -106,7 +106,7 @@ impl FileIndex {
             hashes: hashes.to_vec(),
             next_id: 0,
             slots: Vec::with_capacity(records.len()),
-            arena: String::with_capacity(records.iter().map(|r| r.path.digest_len()).sum()),
+            arena: String::with_capacity(records.iter().map(|r| r.path.len()).sum()),
             digests: Vec::with_capacity(records.len() * stride),
         };
         for r in records {
