@@ -126,7 +126,9 @@ impl FileIndex {
                     .filter(|d| d.len() == kind.digest_len())
                 {
                     Some(d) => index.digests.extend_from_slice(d),
-                    None => index.digests.extend(std::iter::repeat_n(0, kind.digest_len())),
+                    None => index
+                        .digests
+                        .extend(std::iter::repeat_n(0, kind.digest_len())),
                 }
             }
         }
