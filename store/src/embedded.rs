@@ -440,6 +440,8 @@ impl Store for EmbeddedStore {
         let inner = self.lock();
         Ok(Manifest {
             schema: (!inner.values.is_empty()).then(|| "1".to_owned()),
+            // The log is this store's identity: generations never go back while it exists.
+            epoch: (inner.generation > 0).then(|| "embedded".to_owned()),
             generation: inner.generation,
             entries: inner
                 .values

@@ -46,6 +46,8 @@ pub struct Commit {
 pub struct Manifest {
     /// The schema version marker found (`None` for an empty store).
     pub schema: Option<String>,
+    /// The store's epoch token (`None` for an empty store).
+    pub epoch: Option<String>,
     /// The last generation handed out.
     pub generation: u64,
     /// Logical key → generation of its current value.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mirrorfleet_crds::state::stats::{DAY_RETENTION_DAYS, StatsBatch};
-use mirrorfleet_crds::state::{ChangeEvent, EVENTS_CHANNEL, GEN_KEY, MANIFEST_KEY, SCHEMA_KEY};
+use mirrorfleet_crds::state::{
+    ChangeEvent, EPOCH_KEY, EVENTS_CHANNEL, GEN_KEY, MANIFEST_KEY, SCHEMA_KEY,
+};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use tokio::sync::mpsc;
@@ -26,6 +28,10 @@ const READ_BATCH: usize = 256;
 const COMMIT_SCRIPT: &str = r#"
 local gen = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[3], '1', 'NX')
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
+end
 local np, nd, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local i = 5
 local event = {tostring(gen)}
@@ -246,7 +252,10 @@ impl Store for RedisStore {
             let script = self.commit_script.clone();
             async move {
                 let mut inv = script.prepare_invoke();
-                inv.key(GEN_KEY).key(MANIFEST_KEY).key(SCHEMA_KEY);
+                inv.key(GEN_KEY)
+                    .key(MANIFEST_KEY)
+                    .key(SCHEMA_KEY)
+                    .key(EPOCH_KEY);
                 inv.arg(commit.puts.len())
                     .arg(commit.deletes.len())
                     .arg(commit.drop_blobs.len())
@@ -350,12 +359,20 @@ impl Store for RedisStore {
     }
 
     async fn manifest(&self) -> Result<Manifest> {
-        let (schema, generation, entries): (Option<String>, Option<u64>, BTreeMap<String, u64>) =
-            self.run("manifest", |mut c| async move {
+        type Raw = (
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            BTreeMap<String, u64>,
+        );
+        let (schema, epoch, generation, entries): Raw = self
+            .run("manifest", |mut c| async move {
                 redis::pipe()
                     .atomic()
                     .cmd("GET")
                     .arg(SCHEMA_KEY)
+                    .cmd("GET")
+                    .arg(EPOCH_KEY)
                     .cmd("GET")
                     .arg(GEN_KEY)
                     .cmd("HGETALL")
@@ -371,6 +388,7 @@ impl Store for RedisStore {
         }
         Ok(Manifest {
             schema,
+            epoch,
             generation: generation.unwrap_or(0),
             entries,
         })

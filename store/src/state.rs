@@ -156,6 +156,8 @@ impl<S: Store> StateWriter<S> {
 /// Everything a reader holds. Cheap to clone: values are shared.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedState {
+    /// The store epoch this state was read from.
+    pub epoch: Option<String>,
     /// The highest generation applied.
     pub generation: u64,
     /// The compiled fleet, once written.
@@ -212,10 +214,20 @@ impl<S: Store> StateReader<S> {
     /// Compares the manifest with what `state` holds and fetches what differs.
     pub async fn resync(&self, state: &mut LoadedState) -> Result<SyncReport> {
         let manifest = self.store.manifest().await?;
+        // A new epoch, or generations going back, means the store was wiped, replaced or
+        // restored: generations held mean nothing there, so every key is read again.
+        let reset = manifest.epoch != state.epoch || manifest.generation < state.generation;
+        if reset && state.generation > 0 {
+            tracing::warn!(
+                held = state.generation,
+                found = manifest.generation,
+                "the store was reset; reloading everything"
+            );
+        }
         let mut keys: Vec<String> = manifest
             .entries
             .iter()
-            .filter(|(k, g)| state.held.get(*k) != Some(g))
+            .filter(|(k, g)| reset || state.held.get(*k) != Some(g))
             .map(|(k, _)| k.clone())
             .collect();
         keys.extend(
@@ -225,7 +237,14 @@ impl<S: Store> StateReader<S> {
                 .filter(|k| !manifest.entries.contains_key(*k))
                 .cloned(),
         );
+        if reset {
+            for g in state.held.values_mut() {
+                *g = 0;
+            }
+            state.generation = 0;
+        }
         let mut report = self.fetch(state, &keys).await?;
+        state.epoch = manifest.epoch;
         state.generation = state.generation.max(manifest.generation);
         report.changed.sort();
         Ok(report)

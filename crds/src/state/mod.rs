@@ -11,6 +11,7 @@
 //! | --- | --- | --- | --- |
 //! | `mf:v1:schema` | the string `1` | first writer | every reader, at connect |
 //! | `mf:v1:gen` | counter: the last generation handed out | every write (atomically) | readers, to notice missed events |
+//! | `mf:v1:epoch` | a token set by the first write to an empty store | first writer | readers: a new epoch means "reload everything" |
 //! | `mf:v1:manifest` | hash: logical key → generation of its current value | every write (atomically) | readers, to resynchronise |
 //! | `mf:v1:fleet` | [`FleetState`] (JSON body) | operator: compile | redirectors, scan jobs, health checker |
 //! | `mf:v1:index:<project>` | [`IndexMeta`] (JSON body): serial, counts, the chunk keys in order | source scan | redirectors, mirror scans |
@@ -64,6 +65,9 @@ pub const EVENTS_CHANNEL: &str = "mf:v1:events";
 pub const SCHEMA_KEY: &str = "mf:v1:schema";
 /// The generation counter.
 pub const GEN_KEY: &str = "mf:v1:gen";
+/// A token set by the first write to an empty store. When it changes (the store was wiped,
+/// replaced or restored), readers reload everything instead of trusting generations.
+pub const EPOCH_KEY: &str = "mf:v1:epoch";
 /// The manifest: logical key → generation.
 pub const MANIFEST_KEY: &str = "mf:v1:manifest";
 /// The compiled fleet.
