@@ -223,6 +223,15 @@ impl RedisStore {
     }
 }
 
+/// Number of replicas connected to the master behind `c` (from `ROLE`).
+async fn connected_replicas(c: &mut MultiplexedConnection) -> RedisResult<usize> {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(c).await?;
+    Ok(match role.get(2) {
+        Some(redis::Value::Array(replicas)) => replicas.len(),
+        _ => 0,
+    })
+}
+
 /// Whether an error is about the connection or the server's role rather than the command.
 fn retryable(e: &RedisError) -> bool {
     e.is_io_error()
@@ -246,7 +255,12 @@ impl Store for RedisStore {
     async fn commit(&self, commit: Commit) -> Result<u64> {
         let commit = Arc::new(commit);
         let min_replicas = self.config.min_replicas;
-        let wait_ms = self.config.replica_timeout.as_millis() as u64;
+        // The wait must end well before the command's own response timeout.
+        let wait_ms = self
+            .config
+            .replica_timeout
+            .min(self.config.response_timeout / 2)
+            .as_millis() as u64;
         self.run("commit", |mut c| {
             let commit = commit.clone();
             let script = self.commit_script.clone();
@@ -268,17 +282,31 @@ impl Store for RedisStore {
                 }
                 let generation: u64 = inv.invoke_async(&mut c).await?;
                 if min_replicas > 0 {
-                    let acked: usize = redis::cmd("WAIT")
-                        .arg(min_replicas)
-                        .arg(wait_ms)
-                        .query_async(&mut c)
-                        .await?;
-                    if acked < min_replicas {
-                        return Err(RedisError::from((
-                            ErrorKind::Server(ServerErrorKind::TryAgain),
-                            "too few replicas acknowledged the write",
-                            format!("{acked} of {min_replicas}"),
-                        )));
+                    // Wait for as many replicas as asked, or for every connected one when
+                    // fewer are connected (after a failover, until a replacement joins):
+                    // waiting for replicas that do not exist would only stall every write.
+                    let connected = connected_replicas(&mut c).await?;
+                    let need = connected.min(min_replicas);
+                    if need < min_replicas {
+                        tracing::warn!(
+                            min_replicas,
+                            connected,
+                            "fewer replicas connected than configured"
+                        );
+                    }
+                    if need > 0 {
+                        let acked: usize = redis::cmd("WAIT")
+                            .arg(need)
+                            .arg(wait_ms)
+                            .query_async(&mut c)
+                            .await?;
+                        if acked < need {
+                            return Err(RedisError::from((
+                                ErrorKind::Server(ServerErrorKind::TryAgain),
+                                "too few replicas acknowledged the write",
+                                format!("{acked} of {need}"),
+                            )));
+                        }
                     }
                 }
                 Ok(generation)
