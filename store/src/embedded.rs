@@ -229,7 +229,8 @@ impl Inner {
         }
         records.push(blobs);
         // Values keep their generations: one commit record per generation.
-        let mut by_gen: BTreeMap<u64, Vec<(&String, &Arc<Vec<u8>>)>> = BTreeMap::new();
+        type Puts<'a> = Vec<(&'a String, &'a Arc<Vec<u8>>)>;
+        let mut by_gen: BTreeMap<u64, Puts<'_>> = BTreeMap::new();
         for (k, (g, v)) in &self.values {
             by_gen.entry(*g).or_default().push((k, v));
         }

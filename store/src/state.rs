@@ -14,7 +14,7 @@ use std::time::Duration;
 use mirrorfleet_crds::state::stats::StatsBatch;
 use mirrorfleet_crds::state::{
     self, Availability, FLEET_KEY, FileIndex, FleetState, IndexChunk, IndexMeta, KeyRef,
-    MirrorHealth,
+    MirrorHealth, index,
 };
 use tokio::sync::watch;
 
@@ -172,8 +172,6 @@ pub struct LoadedState {
     pub health: HashMap<String, Arc<MirrorHealth>>,
     /// Generation held of each logical key.
     held: HashMap<String, u64>,
-    /// Decoded chunks by key.
-    chunks: HashMap<String, Arc<IndexChunk>>,
 }
 
 impl LoadedState {
@@ -334,20 +332,35 @@ impl<S: Store> StateReader<S> {
         Ok(report)
     }
 
-    /// Fetches the chunks of `meta` that are not cached, then rebuilds the index.
+    /// Fetches the chunks of `meta` that the held index does not have, then rebuilds the
+    /// index from the unchanged part of the held one and the fresh chunks.
     async fn load_index(
         &self,
         state: &mut LoadedState,
         project: &str,
         meta: IndexMeta,
     ) -> Result<()> {
-        let missing: Vec<String> = meta
+        let held = state
+            .index_meta
+            .get(project)
+            .zip(state.indexes.get(project));
+        let unchanged: HashSet<&String> = held
+            .map(|(m, _)| m.chunks.iter().collect())
+            .unwrap_or_default();
+        let kept: Vec<u32> = meta
             .chunks
             .iter()
-            .filter(|k| !state.chunks.contains_key(*k))
+            .filter(|k| unchanged.contains(k))
+            .filter_map(|k| index::chunk_no_of(k))
+            .collect();
+        let fetch: Vec<String> = meta
+            .chunks
+            .iter()
+            .filter(|k| !unchanged.contains(k))
             .cloned()
             .collect();
-        for batch in missing.chunks(CHUNK_BATCH) {
+        let mut fresh = Vec::with_capacity(fetch.len());
+        for batch in fetch.chunks(CHUNK_BATCH) {
             let values = self.store.read_blobs(batch).await?;
             for (key, value) in batch.iter().zip(values) {
                 let Some(bytes) = value else {
@@ -355,31 +368,19 @@ impl<S: Store> StateReader<S> {
                         project: project.to_owned(),
                     });
                 };
-                let chunk = IndexChunk::decode(&bytes).map_err(|source| Error::Decode {
+                fresh.push(IndexChunk::decode(&bytes).map_err(|source| Error::Decode {
                     key: key.clone(),
                     source,
-                })?;
-                state.chunks.insert(key.clone(), Arc::new(chunk));
+                })?);
             }
         }
-        let chunks: Vec<&IndexChunk> = meta
-            .chunks
-            .iter()
-            .filter_map(|k| state.chunks.get(k).map(Arc::as_ref))
-            .collect();
-        let index = FileIndex::from_chunks(&meta, &chunks).map_err(|source| Error::Decode {
-            key: state::index_key(project),
-            source,
-        })?;
-        // Drop cached chunks no index refers to any more.
-        let mut live: HashSet<&String> = meta.chunks.iter().collect();
-        for (p, m) in &state.index_meta {
-            if p != project {
-                live.extend(m.chunks.iter());
-            }
-        }
-        let live: HashSet<String> = live.into_iter().cloned().collect();
-        state.chunks.retain(|k, _| live.contains(k));
+        let refs: Vec<&IndexChunk> = fresh.iter().collect();
+        let previous = held.map(|(_, index)| (index.as_ref(), kept.as_slice()));
+        let index =
+            FileIndex::from_parts(&meta, previous, &refs).map_err(|source| Error::Decode {
+                key: state::index_key(project),
+                source,
+            })?;
         state.indexes.insert(project.to_owned(), Arc::new(index));
         state.index_meta.insert(project.to_owned(), Arc::new(meta));
         Ok(())
@@ -399,11 +400,7 @@ fn remove(state: &mut LoadedState, kind: &KeyRef<'_>) {
         }
         KeyRef::Index(p) => {
             state.indexes.remove(*p);
-            if let Some(meta) = state.index_meta.remove(*p) {
-                for k in &meta.chunks {
-                    state.chunks.remove(k);
-                }
-            }
+            state.index_meta.remove(*p);
         }
     }
 }

@@ -72,7 +72,7 @@ struct Slot {
 }
 
 /// A project's index, sorted by path.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct FileIndex {
     /// The project.
     pub project: String,
@@ -86,6 +86,32 @@ pub struct FileIndex {
     arena: String,
     digests: Vec<u8>,
 }
+
+impl std::fmt::Debug for FileIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileIndex")
+            .field("project", &self.project)
+            .field("serial", &self.serial)
+            .field("hashes", &self.hashes)
+            .field("next_id", &self.next_id)
+            .field("files", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two indexes are equal when they describe the same files, whatever their memory layout.
+impl PartialEq for FileIndex {
+    fn eq(&self, other: &FileIndex) -> bool {
+        self.project == other.project
+            && self.serial == other.serial
+            && self.hashes == other.hashes
+            && self.next_id == other.next_id
+            && self.len() == other.len()
+            && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl Eq for FileIndex {}
 
 impl FileIndex {
     /// Builds an index from scanner records, keeping the ids of paths `previous` already had.
@@ -261,8 +287,33 @@ impl FileIndex {
 
     /// Rebuilds an index from its metadata and decoded chunks (in any order).
     pub fn from_chunks(meta: &IndexMeta, chunks: &[&IndexChunk]) -> Result<FileIndex, DecodeError> {
+        Self::from_parts(meta, None, chunks)
+    }
+
+    /// Rebuilds an index from its metadata, the files of `previous` in the chunk numbers
+    /// `kept` (chunks that did not change), and freshly decoded `chunks` for the rest. Readers
+    /// use it to apply a new index generation without holding a second copy of the files.
+    pub fn from_parts(
+        meta: &IndexMeta,
+        kept: Option<(&FileIndex, &[u32])>,
+        chunks: &[&IndexChunk],
+    ) -> Result<FileIndex, DecodeError> {
         let stride: usize = meta.hashes.iter().map(|h| h.digest_len()).sum();
-        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        let keep = |id: u32| kept.is_some_and(|(_, nos)| nos.contains(&(id / CHUNK_FILES)));
+        let kept_slots: Vec<usize> = match kept {
+            Some((old, _)) if old.hashes == meta.hashes => (0..old.slots.len())
+                .filter(|i| keep(old.slots[*i].id))
+                .collect(),
+            Some(_) => {
+                return Err(DecodeError::Invalid {
+                    what: "index",
+                    offset: 0,
+                    why: "hash kinds changed; reload all chunks".into(),
+                });
+            }
+            None => vec![],
+        };
+        let total = kept_slots.len() + chunks.iter().map(|c| c.len()).sum::<usize>();
         if total as u64 != meta.files {
             return Err(DecodeError::Invalid {
                 what: "index",
@@ -279,10 +330,18 @@ impl FileIndex {
             hashes: meta.hashes.clone(),
             next_id: meta.next_id,
             slots: Vec::with_capacity(total),
-            arena: String::with_capacity(chunks.iter().map(|c| c.arena.len()).sum()),
+            arena: String::new(),
             digests: Vec::with_capacity(total * stride),
         };
-        let mut digests_by_slot: Vec<(usize, usize)> = Vec::with_capacity(total);
+        // Where each pushed slot's digests come from: the previous index, or chunk (ci, j).
+        let mut origin: Vec<(usize, usize)> = Vec::with_capacity(total);
+        if let Some((old, _)) = kept {
+            for &i in &kept_slots {
+                let s = &old.slots[i];
+                index.push_slot(s.id, old.path_of(s), s.size, s.mtime);
+                origin.push((usize::MAX, i));
+            }
+        }
         for (ci, chunk) in chunks.iter().enumerate() {
             if chunk.stride != stride {
                 return Err(DecodeError::Invalid {
@@ -298,7 +357,7 @@ impl FileIndex {
                 let path =
                     &chunk.arena[s.path_start as usize..(s.path_start + s.path_len) as usize];
                 index.push_slot(s.id, path, s.size, s.mtime);
-                digests_by_slot.push((ci, j));
+                origin.push((ci, j));
             }
         }
         let mut order: Vec<usize> = (0..index.slots.len()).collect();
@@ -307,7 +366,6 @@ impl FileIndex {
                 .path_of(&index.slots[*a])
                 .cmp(index.path_of(&index.slots[*b]))
         });
-        let slots: Vec<Slot> = order.iter().map(|i| index.slots[*i]).collect();
         for w in order.windows(2) {
             if index.path_of(&index.slots[w[0]]) == index.path_of(&index.slots[w[1]]) {
                 return Err(DecodeError::Invalid {
@@ -318,18 +376,22 @@ impl FileIndex {
             }
         }
         for i in &order {
-            let (ci, j) = digests_by_slot[*i];
-            index
-                .digests
-                .extend_from_slice(&chunks[ci].digests[j * stride..(j + 1) * stride]);
+            let d = match origin[*i] {
+                (usize::MAX, old_slot) => {
+                    kept.map(|(old, _)| &old.digests[old_slot * stride..(old_slot + 1) * stride])
+                }
+                (ci, j) => Some(&chunks[ci].digests[j * stride..(j + 1) * stride]),
+            };
+            index.digests.extend_from_slice(d.unwrap_or_default());
         }
-        index.slots = slots;
+        index.slots = order.iter().map(|i| index.slots[*i]).collect();
+        index.arena.shrink_to_fit();
         Ok(index)
     }
 }
 
 /// One decoded chunk.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct IndexChunk {
     /// Which id range: `[n × CHUNK_FILES, (n+1) × CHUNK_FILES)`.
     pub chunk_no: u32,
@@ -337,6 +399,15 @@ pub struct IndexChunk {
     slots: Vec<Slot>,
     arena: String,
     digests: Vec<u8>,
+}
+
+impl std::fmt::Debug for IndexChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexChunk")
+            .field("chunk_no", &self.chunk_no)
+            .field("files", &self.slots.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl IndexChunk {
@@ -419,6 +490,13 @@ fn invalid(c: &Cursor<'_>, what: &'static str, why: &str) -> DecodeError {
         offset: c.offset(),
         why: why.to_owned(),
     }
+}
+
+/// The chunk number encoded in a chunk key (`…:<n>:<hash>`).
+pub fn chunk_no_of(key: &str) -> Option<u32> {
+    let mut parts = key.rsplitn(3, ':');
+    parts.next()?;
+    parts.next()?.parse().ok()
 }
 
 /// The metadata of one index generation, stored under [`super::index_key`].
