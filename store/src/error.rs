@@ -28,15 +28,6 @@ pub enum Error {
         #[source]
         source: DecodeError,
     },
-    /// The manifest lists a key that holds no value of ours (deleted concurrently, or another
-    /// type under our key).
-    #[error(
-        "key {key} is in the manifest but holds no string value (wrong type, or deleted behind our back)"
-    )]
-    MissingValue {
-        /// The key.
-        key: String,
-    },
     /// The store holds another schema version.
     #[error(
         "the store holds schema version {found:?} under mf:v1:schema; this build reads version 1"
@@ -82,7 +73,6 @@ impl Error {
         match self {
             Error::Redis { .. } => "redis",
             Error::Decode { .. } => "decode",
-            Error::MissingValue { .. } => "missing_value",
             Error::Schema { .. } => "schema",
             Error::ChunksGone { .. } => "chunks_gone",
             Error::Io { .. } => "io",

@@ -375,12 +375,10 @@ impl Store for RedisStore {
                         .await
                 })
                 .await?;
-            for (key, (generation, value)) in batch.iter().zip(gens.into_iter().zip(values)) {
-                out.push(match (generation, value) {
-                    (Some(g), Some(v)) => Some((g, v)),
-                    (None, _) => None,
-                    (Some(_), None) => return Err(Error::MissingValue { key: key.clone() }),
-                });
+            for (generation, value) in gens.into_iter().zip(values) {
+                // A key in the manifest without a string value (another type under our key,
+                // or deleted behind our back) reads as empty; decoding names it per key.
+                out.push(generation.map(|g| (g, value.unwrap_or_default())));
             }
         }
         Ok(out)

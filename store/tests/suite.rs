@@ -15,8 +15,8 @@ use mirrorfleet_crds::state::{
     MirrorState, ProbeScheme, ProjectState, ScanCounts,
 };
 use mirrorfleet_store::{
-    Commit, EmbeddedStore, Error, RedisConfig, RedisStore, RedisTarget, StateReader, StateWriter,
-    Store, StoreEvent, follow,
+    Commit, EmbeddedStore, RedisConfig, RedisStore, RedisTarget, StateReader, StateWriter, Store,
+    StoreEvent, follow,
 };
 use support::{Redis, wait_until};
 
@@ -366,10 +366,17 @@ async fn redis_foreign_types_and_schema_versions_are_named() {
     server
         .raw(&["HSET", state::MANIFEST_KEY, &key, "999"])
         .await;
-    let err = reader.resync(&mut loaded).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::MissingValue { key: k } if *k == key),
-        "{err}"
+    let report = reader.resync(&mut loaded).await.unwrap();
+    let messages: Vec<String> = report
+        .errors
+        .iter()
+        .map(|e| mirrorfleet_store::error_chain(e))
+        .collect();
+    assert_eq!(
+        messages,
+        [format!(
+            "key {key}: holds no string value (another type under our key, or deleted behind our back)"
+        )]
     );
     assert!(
         loaded.health["m"].entries[0].up,

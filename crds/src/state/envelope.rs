@@ -39,6 +39,9 @@ pub fn encode(kind: Kind, body: &[u8]) -> Vec<u8> {
 
 /// Checks the envelope of `value` and returns its body.
 pub fn decode(kind: Kind, value: &[u8]) -> Result<&[u8], DecodeError> {
+    if value.is_empty() {
+        return Err(DecodeError::Empty);
+    }
     if value.len() < 4 || &value[..4] != MAGIC {
         return Err(DecodeError::Foreign);
     }

@@ -168,6 +168,9 @@ pub enum DecodeError {
     /// Not one of our values at all.
     #[error("not a mirrorfleet value (bad magic bytes)")]
     Foreign,
+    /// No value where the manifest says there is one.
+    #[error("holds no string value (another type under our key, or deleted behind our back)")]
+    Empty,
     /// Written by another schema version.
     #[error("written by schema version {found}, this build reads version {SCHEMA_VERSION}")]
     Version {
