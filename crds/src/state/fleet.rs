@@ -89,6 +89,22 @@ pub struct ProjectState {
     pub trace_file: Option<String>,
     /// Canary file for health probes, relative.
     pub canary_file: Option<String>,
+    /// Where the authoritative tree is.
+    #[serde(default)]
+    pub source: SourceState,
+}
+
+/// Where a project's authoritative tree is (exactly one of the three).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// A local directory.
+    pub local: Option<String>,
+    /// An rsync upstream URL.
+    pub rsync: Option<String>,
+    /// An HTTP(S) upstream URL.
+    pub http: Option<String>,
+    /// Checksum files published by the project: (glob, algorithm).
+    pub checksum_files: Vec<(String, HashKind)>,
 }
 
 /// A fallback location.
@@ -178,6 +194,13 @@ pub struct MirrorState {
     pub maintenance: Vec<(i64, i64)>,
     /// Projects carried.
     pub projects: Vec<MirrorProjectState>,
+    /// Scan protocols to try, in order (`rsync`, `ftp`, `http`, `trace`); empty: every
+    /// protocol a URL is given for.
+    #[serde(default)]
+    pub scan_protocols: Vec<String>,
+    /// Deadline of one scan in seconds, if set.
+    #[serde(default)]
+    pub scan_timeout_seconds: Option<u32>,
 }
 
 /// A sponsor as shown publicly.

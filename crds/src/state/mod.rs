@@ -39,6 +39,7 @@
 //! Storage is O(files + mirrors × files/8 bytes): never one key per (file, mirror) pair.
 
 pub mod avail;
+pub mod classes;
 mod codec;
 pub mod envelope;
 pub mod fleet;
@@ -47,10 +48,11 @@ pub mod index;
 pub mod stats;
 
 pub use avail::{Availability, MutableSeen, ScanCounts};
+pub use classes::PathClasses;
 pub use envelope::{Kind, decode, encode};
 pub use fleet::{
     Action, FallbackState, FleetState, HashKind, LocationState, MirrorProjectState, MirrorState,
-    ProjectState, RestrictionState, RuleState, SponsorState,
+    ProjectState, RestrictionState, RuleState, SourceState, SponsorState,
 };
 pub use health::{Family, HealthState, MirrorHealth, ProbeScheme};
 pub use index::{CHUNK_FILES, FileEntry, FileIndex, FileRecord, IndexChunk, IndexMeta};

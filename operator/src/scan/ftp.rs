@@ -1,0 +1,228 @@
+//! FTP listings with suppaftp (async): anonymous login unless the URL carries credentials,
+//! `MLSD` where the server offers it (exact sizes, second-precision times), `LIST` otherwise
+//! with the common Unix and Windows formats. One listing per directory, never one command per
+//! file; every data transfer is read line by line under the scan's limits.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use suppaftp::Status;
+use suppaftp::list::ListParser;
+use suppaftp::tokio::AsyncFtpStream;
+use tokio::io::BufReader;
+
+use super::rsync::{LineError, read_line_bounded};
+use super::{Limits, ListedFile, Listing, ScanError, excerpt, safe_relative_path};
+
+fn ftp_err(what: impl Into<String>, e: impl std::fmt::Display) -> ScanError {
+    ScanError::Ftp {
+        what: what.into(),
+        why: e.to_string(),
+    }
+}
+
+/// Lists `url` (an `ftp://host[:port]/path/` URL) recursively.
+pub async fn list(url: &str, limits: &Limits) -> Result<Listing, ScanError> {
+    let parsed = url::Url::parse(url).map_err(|e| ScanError::BadUrl {
+        url: url.into(),
+        why: e.to_string(),
+    })?;
+    if parsed.scheme() != "ftp" {
+        return Err(ScanError::BadUrl {
+            url: url.into(),
+            why: "not an ftp:// URL".into(),
+        });
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| ScanError::BadUrl {
+            url: url.into(),
+            why: "no host".into(),
+        })?
+        .to_owned();
+    let port = parsed.port().unwrap_or(21);
+    let user = if parsed.username().is_empty() {
+        "anonymous".to_owned()
+    } else {
+        parsed.username().to_owned()
+    };
+    let password = parsed.password().unwrap_or("anonymous@").to_owned();
+    let root =
+        super::http::percent_decode(parsed.path()).unwrap_or_else(|| parsed.path().to_owned());
+    tokio::time::timeout(
+        limits.deadline,
+        walk(&host, port, &user, &password, &root, limits),
+    )
+    .await
+    .map_err(|_| ScanError::Deadline(limits.deadline))?
+}
+
+async fn walk(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    root: &str,
+    limits: &Limits,
+) -> Result<Listing, ScanError> {
+    let io = limits.io_timeout;
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| ftp_err("resolving the host", e))?
+        .next()
+        .ok_or_else(|| ftp_err("resolving the host", "no address"))?;
+    let mut ftp = timed(io, "connect", AsyncFtpStream::connect_timeout(addr, io)).await?;
+    timed(io, "login", ftp.login(user, password)).await?;
+    let mlsd = match tokio::time::timeout(io, ftp.feat()).await {
+        Ok(Ok(features)) => features.contains_key("MLST") || features.contains_key("MLSD"),
+        _ => false,
+    };
+    let mut listing = Listing {
+        files: Vec::new(),
+        mtime_precision: if mlsd { 1 } else { 60 },
+        exact_sizes: true,
+    };
+    let root = if root.ends_with('/') {
+        root.to_owned()
+    } else {
+        format!("{root}/")
+    };
+    let mut queue = VecDeque::from([(String::new(), 0usize)]);
+    let mut requests = 0;
+    let started = Instant::now();
+    while let Some((dir, depth)) = queue.pop_front() {
+        requests += 1;
+        if requests > limits.max_requests {
+            return Err(ScanError::Limit {
+                what: "requests",
+                limit: limits.max_requests,
+            });
+        }
+        let remote = format!("{root}{dir}");
+        let command = if mlsd {
+            format!("MLSD {remote}")
+        } else {
+            format!("LIST -a {remote}")
+        };
+        let lines = read_listing(&mut ftp, &command, limits).await?;
+        for (n, line) in lines.iter().enumerate() {
+            let file = if mlsd {
+                ListParser::parse_mlsd(line)
+            } else {
+                ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line))
+            };
+            let Ok(file) = file else {
+                // MLSD may announce the current and parent directories with type=cdir/pdir.
+                if mlsd && (line.contains("type=cdir") || line.contains("type=pdir")) {
+                    continue;
+                }
+                return Err(ScanError::Garbage {
+                    line: n + 1,
+                    excerpt: excerpt(line),
+                });
+            };
+            let name = file.name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = format!("{dir}{name}");
+            if !safe_relative_path(&path) {
+                return Err(ScanError::Garbage {
+                    line: n + 1,
+                    excerpt: excerpt(line),
+                });
+            }
+            if file.is_directory() {
+                if depth + 1 > limits.max_depth {
+                    return Err(ScanError::Limit {
+                        what: "directory levels",
+                        limit: limits.max_depth,
+                    });
+                }
+                queue.push_back((format!("{path}/"), depth + 1));
+            } else if file.is_file() {
+                if listing.files.len() >= limits.max_entries {
+                    return Err(ScanError::Limit {
+                        what: "entries",
+                        limit: limits.max_entries,
+                    });
+                }
+                let mtime = file
+                    .modified()
+                    .duration_since(UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs() as i64);
+                listing.files.push(ListedFile {
+                    path,
+                    size: file.size() as u64,
+                    mtime,
+                });
+            }
+        }
+        if started.elapsed() > limits.deadline {
+            return Err(ScanError::Deadline(limits.deadline));
+        }
+    }
+    let _ = tokio::time::timeout(io, ftp.quit()).await;
+    Ok(listing)
+}
+
+async fn timed<T>(
+    io: Duration,
+    what: &str,
+    f: impl Future<Output = suppaftp::FtpResult<T>>,
+) -> Result<T, ScanError> {
+    match tokio::time::timeout(io, f).await {
+        Err(_) => Err(ScanError::Stalled(io)),
+        Ok(Err(e)) => Err(ftp_err(what, e)),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// Runs a listing command and reads its data connection line by line, within the limits.
+async fn read_listing(
+    ftp: &mut AsyncFtpStream,
+    command: &str,
+    limits: &Limits,
+) -> Result<Vec<String>, ScanError> {
+    let io = limits.io_timeout;
+    let (_, stream) = timed(
+        io,
+        command,
+        ftp.custom_data_command(command, &[Status::AboutToSend, Status::AlreadyOpen]),
+    )
+    .await?;
+    let mut reader = BufReader::new(stream);
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match read_line_bounded(&mut reader, &mut buf, limits.max_line, io).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(LineError::TooLong) => {
+                return Err(ScanError::LineTooLong {
+                    line: lines.len() + 1,
+                    limit: limits.max_line,
+                });
+            }
+            Err(LineError::Stalled) => return Err(ScanError::Stalled(io)),
+            Err(LineError::Io(e)) => return Err(ftp_err(command, e)),
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\r', '\n'])
+            .to_owned();
+        if !line.is_empty() {
+            if lines.len() >= limits.max_entries {
+                return Err(ScanError::Limit {
+                    what: "entries",
+                    limit: limits.max_entries,
+                });
+            }
+            lines.push(line);
+        }
+    }
+    let stream = reader.into_inner();
+    timed(io, command, stream.finish()).await?;
+    Ok(lines)
+}

@@ -1,0 +1,50 @@
+//! Trace and timestamp files, which a mirror's sync job rewrites on every successful sync:
+//! Debian's `project/trace/<host>` (first line the output of `date -u`, e.g.
+//! `Sat Nov 22 01:02:03 UTC 2026`), or a file holding Unix seconds (`TIME`). Both give the
+//! time the mirror last synced.
+
+use super::time;
+
+/// Parses a trace file's content into Unix seconds.
+pub fn parse(text: &str) -> Option<i64> {
+    let first = text.lines().next()?.trim();
+    if let Some(n) = first
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.parse::<i64>().ok())
+    {
+        return (n > 0).then_some(n);
+    }
+    // `date -u` output: Www Mmm dd HH:MM:SS UTC YYYY (the zone may also be "GMT" or "+0000").
+    let parts: Vec<&str> = first.split_whitespace().collect();
+    if parts.len() < 5 {
+        return None;
+    }
+    let month = time::month_from_abbrev(parts[1])?;
+    let day: u32 = parts[2].parse().ok()?;
+    let clock: Vec<u32> = parts[3]
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let year: i64 = parts.last()?.parse().ok()?;
+    if clock.len() != 3 {
+        return None;
+    }
+    time::unix(year, month, day, clock[0], clock[1], clock[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_and_unix_traces() {
+        assert_eq!(
+            parse("Sun Nov 22 01:02:03 UTC 2026\nCreator: ftpsync\n"),
+            Some(1_795_309_323)
+        );
+        assert_eq!(parse("1795309323\n"), Some(1_795_309_323));
+        assert_eq!(parse("<html>nope</html>"), None);
+        assert_eq!(parse(""), None);
+    }
+}
