@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mirrorfleet_crds::validate::Options;
+use mirrorfleet_operator::cmd::{self, StoreArgs};
 use mirrorfleet_operator::manifests;
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,43 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
+    /// Scan a project's source or a mirror, and write the result to the store.
+    Scan {
+        #[command(subcommand)]
+        what: ScanCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScanCommand {
+    /// Build a project's index from its source (local tree or upstream) and store it.
+    Source {
+        /// The project.
+        #[arg(long)]
+        project: String,
+        /// Read the fleet from these manifests instead of the store.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// No progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Scan a mirror (all its projects, or one) and store what it holds.
+    Mirror {
+        /// The mirror.
+        #[arg(long)]
+        mirror: String,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Read the fleet from these manifests instead of the store.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -51,7 +89,23 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mirrorfleet: error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mirrorfleet: error: {e:#}");
@@ -60,8 +114,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Scan { what } => scan(what).await,
         Command::Validate {
             paths,
             format,
@@ -116,4 +171,68 @@ fn validate(paths: &[PathBuf], format: Format, options: Options) -> anyhow::Resu
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn scan(what: ScanCommand) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    match what {
+        ScanCommand::Source {
+            project,
+            manifests,
+            store,
+            no_progress,
+        } => {
+            let progress = !no_progress && std::io::stderr().is_terminal();
+            let index =
+                cmd::scan_source(&project, manifests.as_ref(), store.open().await?, progress)
+                    .await?;
+            println!(
+                "project {project}: {} files, {} bytes, serial {}",
+                index.len(),
+                index.total_bytes(),
+                index.serial
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ScanCommand::Mirror {
+            mirror,
+            project,
+            manifests,
+            store,
+        } => {
+            let results = cmd::scan_mirror(
+                &mirror,
+                project.as_deref(),
+                manifests.as_ref(),
+                store.open().await?,
+            )
+            .await?;
+            let mut failed = false;
+            for r in results {
+                match r {
+                    Ok(s) => {
+                        let c = s.availability.counts;
+                        println!(
+                            "mirror {mirror}, project {} ({}): {} files, {} bytes, {} missing, {} mismatched",
+                            s.availability.project,
+                            s.protocol,
+                            c.files,
+                            c.bytes,
+                            c.missing,
+                            c.mismatched
+                        );
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("mirrorfleet: {e}");
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
 }

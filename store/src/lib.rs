@@ -14,6 +14,7 @@
 //! It is a crate of its own (not part of the operator or the redirector) because both sides
 //! need it and neither may pull the other's dependencies: no kube, no git, no hyper here.
 
+mod any;
 mod embedded;
 mod error;
 mod redis;
@@ -25,6 +26,7 @@ use std::future::Future;
 use mirrorfleet_crds::state::ChangeEvent;
 use mirrorfleet_crds::state::stats::StatsBatch;
 
+pub use any::AnyStore;
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
 pub use redis::{RedisConfig, RedisStore, RedisTarget};

@@ -34,7 +34,7 @@ pub fn parse(text: &str, digest_len: usize) -> HashMap<String, Vec<u8>> {
 
 /// Decodes lower- or upper-case hex.
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

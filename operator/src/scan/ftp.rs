@@ -106,6 +106,17 @@ async fn walk(
         };
         let lines = read_listing(&mut ftp, &command, limits).await?;
         for (n, line) in lines.iter().enumerate() {
+            // MLSD lines are `fact=value;…; name`, and a file's facts include its type.
+            if mlsd
+                && !line
+                    .split_once("; ")
+                    .is_some_and(|(facts, _)| facts.to_ascii_lowercase().contains("type="))
+            {
+                return Err(ScanError::Garbage {
+                    line: n + 1,
+                    excerpt: excerpt(line),
+                });
+            }
             let file = if mlsd {
                 ListParser::parse_mlsd(line)
             } else {
@@ -151,7 +162,8 @@ async fn walk(
                     .modified()
                     .duration_since(UNIX_EPOCH)
                     .ok()
-                    .map(|d| d.as_secs() as i64);
+                    .map(|d| d.as_secs() as i64)
+                    .filter(|t| *t > 0);
                 listing.files.push(ListedFile {
                     path,
                     size: file.size() as u64,

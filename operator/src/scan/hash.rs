@@ -17,6 +17,9 @@ const BUFFER: usize = 1 << 20;
 /// Digests of one file, in the order of the kinds asked for.
 pub type Digests = Vec<Option<Vec<u8>>>;
 
+/// The outcome of hashing one file: its size as read and its digests.
+pub type Hashed = std::io::Result<(u64, Digests)>;
+
 /// Hashes one file; returns its size as read and its digests.
 pub fn hash_file(
     path: &std::path::Path,
@@ -68,8 +71,7 @@ pub fn hash_many(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Vec<std::io::Result<(u64, Digests)>> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<std::io::Result<(u64, Digests)>>>> =
-        Mutex::new((0..paths.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Hashed>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads.clamp(1, 64).min(paths.len().max(1)) {
             scope.spawn(|| {
@@ -113,7 +115,7 @@ mod tests {
         let (size, d) = hash_file(
             &p,
             &[HashKind::Sha256, HashKind::Sha1, HashKind::Md5],
-            &mut vec![0; 2],
+            &mut [0; 2],
         )
         .unwrap();
         assert_eq!(size, 3);

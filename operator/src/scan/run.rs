@@ -271,10 +271,10 @@ pub async fn scan_source(
                 .map_or(String::new(), |(d, _)| format!("{d}/"));
             let sums = super::checksums::parse(&text, kind.digest_len());
             for r in &mut records {
-                if let Some(name) = r.path.strip_prefix(dir.as_str()) {
-                    if let Some(d) = sums.get(name) {
-                        r.digests[slot] = Some(d.clone());
-                    }
+                if let Some(name) = r.path.strip_prefix(dir.as_str())
+                    && let Some(d) = sums.get(name)
+                {
+                    r.digests[slot] = Some(d.clone());
                 }
             }
         }

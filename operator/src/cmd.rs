@@ -1,0 +1,156 @@
+//! The shared plumbing of CLI commands: opening a store from flags, loading the fleet from
+//! manifests or from the store, and the `scan` commands.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mirrorfleet_crds::state::{FileIndex, FleetState};
+use mirrorfleet_store::{
+    AnyStore, EmbeddedStore, RedisConfig, RedisStore, RedisTarget, StateReader, StateWriter,
+};
+
+use crate::scan::{self, run};
+use crate::{compile, manifests};
+
+/// Where the fleet state is.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, env = "MIRRORFLEET_REDIS", conflicts_with_all = ["sentinel", "state_dir"])]
+    pub redis: Option<String>,
+    /// Sentinel URLs (repeat the flag); use with --sentinel-master.
+    #[arg(
+        long,
+        env = "MIRRORFLEET_SENTINELS",
+        value_delimiter = ',',
+        requires = "sentinel_master"
+    )]
+    pub sentinel: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    #[arg(long, env = "MIRRORFLEET_SENTINEL_MASTER")]
+    pub sentinel_master: Option<String>,
+    /// Directory of the embedded store (standalone mode).
+    #[arg(long, env = "MIRRORFLEET_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// Opens the store the flags name.
+    pub async fn open(&self) -> anyhow::Result<AnyStore> {
+        if let Some(url) = &self.redis {
+            return Ok(AnyStore::Redis(
+                RedisStore::connect(RedisConfig::new(RedisTarget::Url(url.clone()))).await?,
+            ));
+        }
+        if let Some(master) = &self.sentinel_master {
+            let target = RedisTarget::Sentinel {
+                sentinels: self.sentinel.clone(),
+                master: master.clone(),
+            };
+            return Ok(AnyStore::Redis(
+                RedisStore::connect(RedisConfig::new(target)).await?,
+            ));
+        }
+        if let Some(dir) = &self.state_dir {
+            return Ok(AnyStore::Embedded(EmbeddedStore::open(dir)?));
+        }
+        anyhow::bail!(
+            "no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"
+        )
+    }
+}
+
+/// The fleet from manifests (validated, compiled), or from the store.
+pub async fn load_fleet(
+    manifests_dir: Option<&PathBuf>,
+    store: &AnyStore,
+) -> anyhow::Result<FleetState> {
+    if let Some(dir) = manifests_dir {
+        let outcome = manifests::read(std::slice::from_ref(dir))?.validate(Default::default());
+        if let Some(first) = outcome.problems.first() {
+            anyhow::bail!(
+                "{} has {} problem(s), the first: {first}; run `mirrorfleet validate {}`",
+                dir.display(),
+                outcome.problems.len(),
+                dir.display()
+            );
+        }
+        return Ok(compile::compile(&outcome.fleet));
+    }
+    let (state, _) = StateReader::new(store.clone()).load().await?;
+    state
+        .fleet
+        .map(|f| f.as_ref().clone())
+        .ok_or_else(|| anyhow::anyhow!("the store holds no fleet yet; pass --manifests DIR"))
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `mirrorfleet scan source --project P`.
+pub async fn scan_source(
+    project: &str,
+    manifests_dir: Option<&PathBuf>,
+    store: AnyStore,
+    progress: bool,
+) -> anyhow::Result<FileIndex> {
+    let fleet = load_fleet(manifests_dir, &store).await?;
+    let p = fleet
+        .project(project)
+        .ok_or_else(|| anyhow::anyhow!("no project named {project}"))?;
+    let (state, _) = StateReader::new(store.clone()).load().await?;
+    let previous = state.indexes.get(project).map(|i| i.as_ref().clone());
+    let index = run::scan_source(p, previous.as_ref(), &scan::Limits::default(), progress).await?;
+    let writer = StateWriter::new(store);
+    if manifests_dir.is_some() {
+        writer.write_fleet(&fleet).await?;
+    }
+    writer.write_index(&index, now()).await?;
+    Ok(index)
+}
+
+/// `mirrorfleet scan mirror --mirror M [--project P]`: returns one line per project scanned.
+pub async fn scan_mirror(
+    mirror: &str,
+    project: Option<&str>,
+    manifests_dir: Option<&PathBuf>,
+    store: AnyStore,
+) -> anyhow::Result<Vec<Result<run::MirrorScan, run::MirrorScanError>>> {
+    let fleet = load_fleet(manifests_dir, &store).await?;
+    let m = fleet
+        .mirror(mirror)
+        .ok_or_else(|| anyhow::anyhow!("no mirror named {mirror}"))?;
+    let (state, _) = StateReader::new(store.clone()).load().await?;
+    let writer = StateWriter::new(store);
+    let mut results = Vec::new();
+    for carried in &m.projects {
+        if project.is_some_and(|p| p != carried.project) {
+            continue;
+        }
+        let p = fleet.project(&carried.project).ok_or_else(|| {
+            anyhow::anyhow!(
+                "mirror {mirror} carries unknown project {}",
+                carried.project
+            )
+        })?;
+        let Some(index) = state.indexes.get(&p.name) else {
+            anyhow::bail!(
+                "project {} has no index yet: run `mirrorfleet scan source --project {}` first",
+                p.name,
+                p.name
+            );
+        };
+        results.push(run::scan_mirror(&writer, m, p, index, &run::limits_for(m), now()).await);
+    }
+    if results.is_empty() {
+        anyhow::bail!(
+            "mirror {mirror} does not carry project {}",
+            project.unwrap_or("(any)")
+        );
+    }
+    Ok(results)
+}

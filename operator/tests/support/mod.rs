@@ -1,0 +1,299 @@
+//! Real servers for scan tests, each on a free loopback port with its own config, stopped on
+//! drop: an rsync daemon, nginx with autoindex, vsftpd; and small hostile servers written
+//! here (one that accepts and never answers, one that answers garbage, one that never stops).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn find(program: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: run scripts/test, which installs what the tests need");
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A temporary directory readable by the servers' unprivileged workers.
+pub fn world_readable_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Writes `files` (path, content) under `root`, setting each mtime.
+pub fn write_tree(root: &Path, files: &[(&str, &[u8], i64)]) {
+    for (path, content, mtime) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(*mtime as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+/// A child process killed on drop.
+pub struct Server {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rsync --daemon` serving `modules` (name, path) read-only.
+pub fn rsync_daemon(modules: &[(&str, &Path)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut conf = format!(
+        "pid file = {d}/rsyncd.pid\nlock file = {d}/rsyncd.lock\nlog file = {d}/rsyncd.log\nuse chroot = no\nuid = root\ngid = root\n",
+        d = dir.path().display()
+    );
+    for (name, path) in modules {
+        conf.push_str(&format!(
+            "[{name}]\npath = {}\nread only = yes\nlist = yes\n",
+            path.display()
+        ));
+    }
+    let conf_path = dir.path().join("rsyncd.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(find("rsync"))
+        .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--config={}", conf_path.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "rsync daemon");
+    Server { port, child, dir }
+}
+
+/// nginx serving `root` with autoindex (exact sizes).
+pub fn nginx(root: &Path) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; root {root}; location / {{ autoindex on; }} }}\n}}\n",
+        root = root.display()
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(find("nginx"))
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "nginx");
+    Server { port, child, dir }
+}
+
+/// vsftpd serving `root` to anonymous users (LIST only: vsftpd has no MLSD).
+pub fn vsftpd(root: &Path) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pasv = free_port();
+    std::fs::create_dir_all("/var/run/vsftpd/empty").unwrap();
+    let conf = format!(
+        "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nanonymous_enable=YES\nlocal_enable=NO\nwrite_enable=NO\n\
+         anon_root={root}\nno_anon_password=YES\npasv_enable=YES\npasv_min_port={pasv}\npasv_max_port={pasv}\npasv_address=127.0.0.1\n\
+         seccomp_sandbox=NO\nbackground=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nxferlog_enable=NO\nuse_localtime=NO\n",
+        root = root.display()
+    );
+    let conf_path = dir.path().join("vsftpd.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(find("vsftpd"))
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "vsftpd");
+    Server { port, child, dir }
+}
+
+/// A TCP server (in a thread) that runs `handler` on every connection.
+pub struct TcpFake {
+    pub port: u16,
+}
+
+impl TcpFake {
+    pub fn start(handler: fn(std::net::TcpStream)) -> TcpFake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || handler(stream));
+            }
+        });
+        TcpFake { port }
+    }
+}
+
+/// Accepts and never says anything.
+pub fn stall(stream: std::net::TcpStream) {
+    std::thread::sleep(Duration::from_secs(60));
+    drop(stream);
+}
+
+/// Answers every HTTP request with a body that is not an index page.
+pub fn http_garbage(mut stream: std::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = std::io::Read::read(&mut stream, &mut buf);
+    let body = "\u{0}\u{1}binary junk, no links at all \u{7f}";
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Sends the start of an index page, then stalls.
+pub fn http_stall_mid_page(mut stream: std::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = std::io::Read::read(&mut stream, &mut buf);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n<html><pre><a href=\"a.iso\">a.iso</a>"
+    );
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// An index page that never ends.
+pub fn http_endless(mut stream: std::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = std::io::Read::read(&mut stream, &mut buf);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let chunk = "<a href=\"x\">x</a> 22-Nov-2026 01:02 1\n".repeat(100);
+    loop {
+        if write!(stream, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
+            return;
+        }
+    }
+}
+
+/// An FTP server that logs anyone in and answers listings with `LISTING` lines forever or
+/// with garbage, depending on the command's path: `/endless/`, `/garbage/`, `/stall/`.
+pub fn ftp_hostile(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader};
+    let mut out = stream.try_clone().unwrap();
+    let mut lines = BufReader::new(stream);
+    let _ = write!(out, "220 hostile\r\n");
+    let mut data: Option<TcpListener> = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_owned();
+        let verb = cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let reply = match verb.as_str() {
+            "USER" => "331 password\r\n".to_owned(),
+            "PASS" => "230 in\r\n".to_owned(),
+            "FEAT" => "211-Features:\r\n MLST type*;size*;modify*;\r\n211 End\r\n".to_owned(),
+            "TYPE" | "OPTS" => "200 ok\r\n".to_owned(),
+            "PASV" => {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                let p = l.local_addr().unwrap().port();
+                data = Some(l);
+                format!(
+                    "227 Entering Passive Mode (127,0,0,1,{},{})\r\n",
+                    p / 256,
+                    p % 256
+                )
+            }
+            "EPSV" => {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                let p = l.local_addr().unwrap().port();
+                data = Some(l);
+                format!("229 Entering Extended Passive Mode (|||{p}|)\r\n")
+            }
+            "MLSD" | "LIST" => {
+                let _ = write!(out, "150 here it comes\r\n");
+                let Some(l) = data.take() else { return };
+                let (mut d, _) = l.accept().unwrap();
+                if cmd.contains("/garbage") {
+                    let _ = write!(d, "this is not a listing\r\n");
+                } else if cmd.contains("/stall") {
+                    let _ = write!(d, "type=file;size=1;modify=20261122010203; a\r\n");
+                    std::thread::sleep(Duration::from_secs(60));
+                } else {
+                    let mut i = 0u64;
+                    loop {
+                        i += 1;
+                        if write!(d, "type=file;size=1;modify=20261122010203; f{i}\r\n").is_err() {
+                            return;
+                        }
+                    }
+                }
+                drop(d);
+                "226 done\r\n".to_owned()
+            }
+            "QUIT" => {
+                let _ = write!(out, "221 bye\r\n");
+                return;
+            }
+            _ => "502 no\r\n".to_owned(),
+        };
+        if out.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
