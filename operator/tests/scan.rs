@@ -563,3 +563,70 @@ fn the_scan_commands_work_from_manifests_to_the_store() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mirror named nope"));
 }
+
+#[tokio::test]
+async fn trace_only_mirrors_are_trusted_up_to_their_last_sync() {
+    let root = world_readable_tempdir();
+    write_tree(
+        &root.path().join("fresh"),
+        &[
+            ("a.iso", b"aaaa", T),
+            ("project/trace/host", b"Sun Nov 22 01:12:00 UTC 2026\n", T),
+        ],
+    );
+    write_tree(
+        &root.path().join("old"),
+        &[
+            ("a.iso", b"aaaa", T),
+            ("project/trace/host", b"Sat Nov 21 01:00:00 UTC 2026\n", T),
+        ],
+    );
+    let index = source::scan_local(
+        "p",
+        &root.path().join("fresh"),
+        &[HashKind::Sha256],
+        None,
+        &Limits::default(),
+        false,
+    )
+    .unwrap()
+    .index;
+    let server = nginx(root.path());
+    let state = tempfile::tempdir().unwrap();
+    let writer = StateWriter::new(EmbeddedStore::open(state.path()).unwrap());
+    let project = ProjectState {
+        name: "p".into(),
+        trace_file: Some("project/trace/host".into()),
+        ..Default::default()
+    };
+    let mirror = |dir: &str| MirrorState {
+        name: dir.into(),
+        scan_protocols: vec!["trace".into()],
+        projects: vec![MirrorProjectState {
+            project: "p".into(),
+            https: None,
+            http: Some(format!("http://127.0.0.1:{}/{dir}/", server.port)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let ok = run::scan_mirror(&writer, &mirror("fresh"), &project, &index, &quick(), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            ok.protocol,
+            ok.availability.counts.files,
+            ok.availability.last_sync
+        ),
+        ("trace", 2, Some(T + 600))
+    );
+    let err = run::scan_mirror(&writer, &mirror("old"), &project, &index, &quick(), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is older than the source's newest file"),
+        "{err}"
+    );
+}

@@ -176,6 +176,36 @@ pub async fn scan_mirror<S: Store>(
             }
         }
     }
+    if mirror.scan_protocols.iter().any(|p| p == "trace") {
+        match trace_only(
+            &client, mirror, project, carried, index, &classes, limits, now,
+        )
+        .await
+        {
+            Ok(availability) => {
+                writer
+                    .write_availability(&availability)
+                    .await
+                    .map_err(|e| {
+                        let source = std::io::Error::other(crate::error_chain(&e));
+                        fail(vec![(
+                            "trace",
+                            ScanError::Io {
+                                what: "cannot store the availability of",
+                                path: mirror.name.clone(),
+                                source,
+                            },
+                        )])
+                    })?;
+                return Ok(MirrorScan {
+                    protocol: "trace",
+                    availability,
+                    tz_offset: 0,
+                });
+            }
+            Err(e) => attempts.push(("trace", e)),
+        }
+    }
     if attempts.is_empty() {
         attempts.push((
             "none",
@@ -186,6 +216,86 @@ pub async fn scan_mirror<S: Store>(
         ));
     }
     Err(fail(attempts))
+}
+
+/// Trace-only mode, for mirrors that allow nothing but plain downloads: a mirror whose trace
+/// file shows a sync at or after the newest file of the index is taken to hold all of it
+/// (within the paths it carries). Anything older, or an unreadable trace, fails the scan.
+#[allow(clippy::too_many_arguments)]
+async fn trace_only(
+    client: &reqwest::Client,
+    mirror: &MirrorState,
+    project: &ProjectState,
+    carried: &MirrorProjectState,
+    index: &FileIndex,
+    classes: &PathClasses,
+    limits: &Limits,
+    now: i64,
+) -> Result<Availability, ScanError> {
+    let bad = |why: &str| ScanError::BadUrl {
+        url: mirror.name.clone(),
+        why: why.into(),
+    };
+    let trace = project
+        .trace_file
+        .as_ref()
+        .ok_or_else(|| bad("trace-only scans need the project's traceFile"))?;
+    let base = carried
+        .https
+        .as_ref()
+        .or(carried.http.as_ref())
+        .ok_or_else(|| bad("trace-only scans need an http(s) URL"))?;
+    let url = format!(
+        "{base}{}",
+        trace
+            .split('/')
+            .map(http::percent_encode)
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    let synced = http::fetch_trace(client, &url, limits.io_timeout)
+        .await?
+        .ok_or_else(|| ScanError::Garbage {
+            line: 1,
+            excerpt: format!("{url} holds no timestamp"),
+        })?;
+    let newest = index.iter().map(|e| e.mtime).max().unwrap_or(0);
+    if synced < newest {
+        let why = format!(
+            "the mirror's last sync ({synced}) is older than the source's newest file ({newest})"
+        );
+        return Err(ScanError::BadUrl { url, why });
+    }
+    let mut availability = Availability {
+        mirror: mirror.name.clone(),
+        project: project.name.clone(),
+        serial: index.serial.clone(),
+        scanned_at: now,
+        last_sync: Some(synced),
+        ..Availability::default()
+    };
+    for e in index.iter() {
+        if !carried.paths.is_empty()
+            && !carried.paths.iter().any(|p| e.path.starts_with(p.as_str()))
+        {
+            continue;
+        }
+        if classes.is_mutable(e.path) {
+            availability
+                .mutable
+                .push(mirrorfleet_crds::state::MutableSeen {
+                    id: e.id,
+                    size: e.size,
+                    mtime: e.mtime,
+                });
+        } else {
+            availability.present.insert(e.id);
+        }
+        availability.counts.files += 1;
+        availability.counts.bytes += e.size;
+    }
+    availability.mutable.sort_unstable_by_key(|m| m.id);
+    Ok(availability)
 }
 
 /// Builds a project's index from its source: a local tree, or an upstream listing with digests
