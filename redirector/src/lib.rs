@@ -1,0 +1,9 @@
+//! The mirrorfleet redirector: answers download requests from an immutable in-memory
+//! snapshot of the fleet, kept current from the store. Also a library, so that
+//! `mirrorfleet standalone` can embed it.
+//!
+//! It never talks to the store on the request path: [`snapshot`] is rebuilt off the path and
+//! swapped whole; [`select`] is a pure function of (request facts, snapshot).
+
+pub mod select;
+pub mod snapshot;

@@ -1,0 +1,386 @@
+//! Selection tables: each test names the rule it checks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mirrorfleet_crds::geo::Continent;
+use mirrorfleet_crds::state::index::FileRecord;
+use mirrorfleet_crds::state::{
+    Action, Availability, Family, FallbackState, FileIndex, FleetState, HashKind, HealthState, LocationState, MirrorHealth,
+    MirrorProjectState, MirrorState, MutableSeen, ProbeScheme, ProjectState, RuleState,
+};
+
+use super::*;
+use crate::snapshot::{Snapshot, cc, unit_vector};
+
+const T: i64 = 1_795_309_320;
+
+/// Test builders on the state types.
+trait MirrorExt: Sized {
+    fn test(name: &str) -> Self;
+    fn at(self, country: &str, continent: Continent, lat: f64, lon: f64) -> Self;
+    fn urls(self, http: bool, https: bool) -> Self;
+    fn with(self, f: impl FnOnce(&mut MirrorState)) -> Self;
+}
+
+impl MirrorExt for MirrorState {
+    fn test(name: &str) -> MirrorState {
+        MirrorState {
+            name: name.into(),
+            sponsor: "s".into(),
+            enabled: true,
+            weight: 100,
+            ipv4: true,
+            ipv6: true,
+            projects: vec![MirrorProjectState {
+                project: "p".into(),
+                https: Some(format!("https://{name}.example/p/")),
+                http: Some(format!("http://{name}.example/p/")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn at(mut self, country: &str, continent: Continent, lat: f64, lon: f64) -> Self {
+        self.location = LocationState { country: Some(country.into()), continent: Some(continent), latitude: Some(lat), longitude: Some(lon) };
+        self
+    }
+
+    fn urls(mut self, http: bool, https: bool) -> Self {
+        let n = self.name.clone();
+        self.projects[0].http = http.then(|| format!("http://{n}.example/p/"));
+        self.projects[0].https = https.then(|| format!("https://{n}.example/p/"));
+        self
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut MirrorState)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+struct World {
+    fleet: FleetState,
+    index: Arc<FileIndex>,
+    avail: HashMap<(String, String), Arc<Availability>>,
+    health: HashMap<String, Arc<MirrorHealth>>,
+}
+
+impl World {
+    fn new(mirrors: Vec<MirrorState>) -> World {
+        let records = vec![
+            FileRecord { path: "pool/a.deb".into(), size: 10, mtime: T, digests: vec![None] },
+            FileRecord { path: "pool/b.deb".into(), size: 20, mtime: T, digests: vec![None] },
+            FileRecord { path: "dists/stable/InRelease".into(), size: 5, mtime: T + 60, digests: vec![None] },
+        ];
+        let index = Arc::new(FileIndex::build("p", "s1", &[HashKind::Sha256], records, None));
+        let project = ProjectState {
+            name: "p".into(),
+            mutable: vec!["dists/*/InRelease".into()],
+            fallbacks: vec![
+                FallbackState { url: "http://origin-us.example/p/".into(), country: Some("US".into()), continent: Some(Continent::NA) },
+                FallbackState { url: "https://origin-de.example/p/".into(), country: Some("DE".into()), continent: Some(Continent::EU) },
+            ],
+            ..Default::default()
+        };
+        let mut w = World { fleet: FleetState { projects: vec![project], mirrors: vec![], ..Default::default() }, index, avail: HashMap::new(), health: HashMap::new() };
+        for m in mirrors {
+            w.holds(&m.name, &["pool/a.deb", "pool/b.deb", "dists/stable/InRelease"]);
+            w.fleet.mirrors.push(m);
+        }
+        w
+    }
+
+    fn holds(&mut self, mirror: &str, paths: &[&str]) -> &mut Self {
+        let mut a = Availability { mirror: mirror.into(), project: "p".into(), ..Default::default() };
+        for p in paths {
+            let e = self.index.find(p).unwrap();
+            if p.ends_with("InRelease") {
+                a.mutable.push(MutableSeen { id: e.id, size: e.size, mtime: e.mtime });
+            } else {
+                a.present.insert(e.id);
+            }
+        }
+        self.avail.insert((mirror.into(), "p".into()), Arc::new(a));
+        self
+    }
+
+    fn down(&mut self, mirror: &str, scheme: ProbeScheme, family: Family) -> &mut Self {
+        let entry = HealthState { scheme, family, up: false, reason: "ConnectRefused".into(), since: 0 };
+        let h = self.health.entry(mirror.into()).or_insert_with(|| Arc::new(MirrorHealth { mirror: mirror.into(), entries: vec![] }));
+        Arc::make_mut(h).entries.push(entry);
+        self
+    }
+
+    fn rule(&mut self, action: Action, mirrors: &[&str], f: impl FnOnce(&mut RuleState)) -> &mut Self {
+        let mut r = RuleState {
+            name: format!("rule-{}", self.fleet.rules.len()),
+            priority: 100,
+            countries: vec![],
+            continents: vec![],
+            asns: vec![],
+            networks: vec![],
+            action,
+            mirrors: mirrors.iter().map(|m| (*m).into()).collect(),
+            weight_factor: None,
+            projects: vec![],
+        };
+        f(&mut r);
+        self.fleet.rules.push(r);
+        self
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let indexes = HashMap::from([("p".to_owned(), self.index.clone())]);
+        Snapshot::from_parts(1, &self.fleet, &indexes, &self.avail, &self.health)
+    }
+}
+
+fn paris() -> ClientGeo {
+    ClientGeo { country: cc("FR"), continent: Some(Continent::EU), point: Some(unit_vector(48.85, 2.35)), asn: Some(3215) }
+}
+
+fn facts<'a>(path: &'a str, geo: ClientGeo) -> Facts<'a> {
+    Facts { project: 0, path, https_only: false, ip: "192.0.2.10".parse().unwrap(), geo, now: T, random: 42, sticky: false, explain: true }
+}
+
+fn chosen(snap: &Snapshot, f: &Facts<'_>) -> Option<String> {
+    let d = select(f, snap);
+    (d.outcome == Outcome::Mirror).then(|| snap.mirrors[d.choices[0].mirror].state.name.clone())
+}
+
+fn reason_for(snap: &Snapshot, f: &Facts<'_>, mirror: &str) -> Option<Reason> {
+    select(f, snap).excluded.into_iter().find(|(m, _)| snap.mirrors[*m].state.name == mirror).map(|(_, r)| r)
+}
+
+fn berlin() -> MirrorState {
+    MirrorState::test("berlin").at("DE", Continent::EU, 52.52, 13.40)
+}
+
+fn lyon() -> MirrorState {
+    MirrorState::test("lyon").at("FR", Continent::EU, 45.76, 4.84)
+}
+
+#[test]
+fn unknown_file_is_404() {
+    let snap = World::new(vec![lyon()]).snapshot();
+    assert_eq!(select(&facts("pool/nope.deb", paris()), &snap).outcome, Outcome::NotFound);
+}
+
+#[test]
+fn no_index_yet_goes_to_the_fallback() {
+    let w = World::new(vec![lyon()]);
+    let snap = Snapshot::from_parts(1, &w.fleet, &HashMap::new(), &w.avail, &w.health);
+    let d = select(&facts("pool/a.deb", paris()), &snap);
+    assert_eq!(d.outcome, Outcome::Fallback(1), "a European client gets the European origin");
+}
+
+#[test]
+fn same_country_beats_distance() {
+    // Berlin is nearer to Strasbourg than Lyon is, but Lyon is in the client's country.
+    let strasbourg = ClientGeo { point: Some(unit_vector(48.58, 7.75)), ..paris() };
+    let snap = World::new(vec![berlin(), lyon()]).snapshot();
+    assert_eq!(chosen(&snap, &facts("pool/a.deb", strasbourg)).as_deref(), Some("lyon"));
+}
+
+#[test]
+fn network_and_asn_beat_country() {
+    let isp = berlin().with(|m| m.asns = vec![3215]);
+    let snap = World::new(vec![isp, lyon()]).snapshot();
+    assert_eq!(chosen(&snap, &facts("pool/a.deb", paris())).as_deref(), Some("berlin"));
+    let net = berlin().with(|m| m.networks = vec!["192.0.2.0/24".into()]);
+    let snap = World::new(vec![net, lyon()]).snapshot();
+    assert_eq!(chosen(&snap, &facts("pool/a.deb", ClientGeo { asn: None, ..paris() })).as_deref(), Some("berlin"));
+}
+
+#[test]
+fn exclusions_name_their_reason() {
+    let mut w = World::new(vec![
+        lyon().with(|m| m.enabled = false),
+        MirrorState::test("maint").at("FR", Continent::EU, 45.0, 4.0).with(|m| m.maintenance = vec![(T - 10, T + 10)]),
+        MirrorState::test("v6only").at("FR", Continent::EU, 45.0, 4.0).with(|m| m.ipv4 = false),
+        MirrorState::test("partial").at("FR", Continent::EU, 45.0, 4.0),
+        MirrorState::test("unscanned").at("FR", Continent::EU, 45.0, 4.0),
+        MirrorState::test("subtree").at("FR", Continent::EU, 45.0, 4.0).with(|m| m.projects[0].paths = vec!["dists/".into()]),
+        berlin(),
+    ]);
+    w.holds("partial", &["pool/b.deb"]);
+    w.avail.remove(&("unscanned".into(), "p".into()));
+    let snap = w.snapshot();
+    let f = facts("pool/a.deb", paris());
+    assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::Disabled));
+    assert_eq!(reason_for(&snap, &f, "maint"), Some(Reason::Maintenance));
+    assert_eq!(reason_for(&snap, &f, "v6only"), Some(Reason::Family));
+    assert_eq!(reason_for(&snap, &f, "partial"), Some(Reason::Missing));
+    assert_eq!(reason_for(&snap, &f, "unscanned"), Some(Reason::NotScanned));
+    assert_eq!(reason_for(&snap, &f, "subtree"), Some(Reason::NotCarried));
+    assert_eq!(chosen(&snap, &f).as_deref(), Some("berlin"));
+}
+
+#[test]
+fn mutable_metadata_only_from_mirrors_proven_current() {
+    let mut w = World::new(vec![lyon(), berlin()]);
+    w.holds("lyon", &["pool/a.deb"]); // lyon's InRelease is outdated
+    let snap = w.snapshot();
+    let f = facts("dists/stable/InRelease", paris());
+    assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::Outdated));
+    assert_eq!(chosen(&snap, &f).as_deref(), Some("berlin"));
+    w.holds("berlin", &["pool/a.deb"]);
+    let snap = w.snapshot();
+    assert_eq!(select(&f, &snap).outcome, Outcome::Fallback(1), "nobody holds the current metadata: the origin");
+}
+
+#[test]
+fn https_is_never_downgraded() {
+    let snap = World::new(vec![lyon().urls(true, false), berlin()]).snapshot();
+    let mut f = facts("pool/a.deb", paris());
+    f.https_only = true;
+    assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::NoScheme));
+    let d = select(&f, &snap);
+    assert!(d.choices.iter().all(|c| c.https));
+    f.https_only = false;
+    let d = select(&f, &snap);
+    assert_eq!(snap.mirrors[d.choices[0].mirror].state.name, "lyon", "a plain-HTTP client may use an http-only mirror");
+    assert!(!d.choices[0].https);
+    let snap = World::new(vec![lyon()]).snapshot();
+    assert!(select(&f, &snap).choices[0].https, "HTTPS is preferred when both are up");
+}
+
+#[test]
+fn health_is_per_scheme_and_family() {
+    let mut w = World::new(vec![lyon(), berlin()]);
+    w.down("lyon", ProbeScheme::Https, Family::Ipv4).down("lyon", ProbeScheme::Http, Family::Ipv4);
+    let snap = w.snapshot();
+    let f = facts("pool/a.deb", paris());
+    assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::Down("ConnectRefused".into())));
+    let mut v6 = f;
+    v6.ip = "2001:db8::1".parse().unwrap();
+    assert_eq!(chosen(&snap, &v6).as_deref(), Some("lyon"), "still up over IPv6");
+    w.down("lyon", ProbeScheme::Https, Family::Ipv6);
+    let snap = w.snapshot();
+    let d = select(&v6, &snap);
+    assert_eq!(snap.mirrors[d.choices[0].mirror].state.name, "lyon");
+    assert!(!d.choices[0].https, "HTTPS down over IPv6: plain HTTP for a plain-HTTP client");
+}
+
+#[test]
+fn restrictions() {
+    let only_de = berlin().with(|m| m.restrictions.country_only = true);
+    let only_eu = MirrorState::test("eu").at("DE", Continent::EU, 50.0, 8.0).with(|m| m.restrictions.continent_only = true);
+    let only_as = MirrorState::test("isp").at("FR", Continent::EU, 48.0, 2.0).with(|m| {
+        m.restrictions.as_only = true;
+        m.asns = vec![64500];
+    });
+    let only_net = MirrorState::test("net").at("FR", Continent::EU, 48.0, 2.0).with(|m| {
+        m.restrictions.networks_only = true;
+        m.networks = vec!["198.51.100.0/24".into()];
+    });
+    let no_fr = MirrorState::test("nofr").at("BE", Continent::EU, 50.8, 4.3).with(|m| m.restrictions.excluded_countries = vec!["FR".into()]);
+    let snap = World::new(vec![only_de, only_eu, only_as, only_net, no_fr, MirrorState::test("far").at("JP", Continent::AS, 35.0, 139.0)]).snapshot();
+    let f = facts("pool/a.deb", paris());
+    assert_eq!(reason_for(&snap, &f, "berlin"), Some(Reason::CountryOnly));
+    assert_eq!(reason_for(&snap, &f, "eu"), None, "a French client is in Europe");
+    assert_eq!(reason_for(&snap, &f, "isp"), Some(Reason::AsOnly));
+    assert_eq!(reason_for(&snap, &f, "net"), Some(Reason::NetworksOnly));
+    assert_eq!(reason_for(&snap, &f, "nofr"), Some(Reason::ExcludedCountry));
+    let tokyo = ClientGeo { country: cc("JP"), continent: Some(Continent::AS), point: Some(unit_vector(35.6, 139.7)), asn: Some(64500) };
+    let f = facts("pool/a.deb", tokyo);
+    assert_eq!(reason_for(&snap, &f, "eu"), Some(Reason::ContinentOnly));
+    assert_eq!(reason_for(&snap, &f, "isp"), None, "the ISP's own AS");
+    let nowhere = facts("pool/a.deb", ClientGeo::default());
+    assert_eq!(reason_for(&snap, &nowhere, "eu"), Some(Reason::ContinentOnly), "no geolocation: restricted mirrors are out");
+}
+
+#[test]
+fn region_rules() {
+    let mut w = World::new(vec![lyon(), berlin(), MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0)]);
+    w.rule(Action::Prefer, &["tokyo"], |r| r.countries = vec!["FR".into()]);
+    let snap = w.snapshot();
+    assert_eq!(chosen(&snap, &facts("pool/a.deb", paris())).as_deref(), Some("tokyo"), "Prefer ranks first");
+    let mut w = World::new(vec![lyon(), berlin()]);
+    w.rule(Action::Exclude, &["lyon"], |r| r.continents = vec![Continent::EU]);
+    let snap = w.snapshot();
+    let f = facts("pool/a.deb", paris());
+    assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::Rule("rule-0".into())));
+    let mut w = World::new(vec![lyon(), berlin()]);
+    w.rule(Action::Only, &["berlin"], |r| r.asns = vec![3215]);
+    assert_eq!(chosen(&w.snapshot(), &f).as_deref(), Some("berlin"), "Only");
+    let mut w = World::new(vec![lyon(), berlin()]);
+    w.rule(Action::Only, &["berlin"], |r| r.asns = vec![1]);
+    assert_eq!(chosen(&w.snapshot(), &f).as_deref(), Some("lyon"), "a rule for other clients does nothing");
+    let mut w = World::new(vec![lyon(), berlin()]);
+    w.rule(Action::Only, &["berlin"], |r| r.projects = vec!["other".into()]);
+    assert_eq!(chosen(&w.snapshot(), &f).as_deref(), Some("lyon"), "a rule for another project does nothing");
+}
+
+/// Draws `n` decisions and returns how often each mirror was chosen.
+fn spread(snap: &Snapshot, f: Facts<'_>, n: u64) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let d = select(&Facts { random: i.wrapping_mul(0x9e37_79b9_7f4a_7c15), ..f }, snap);
+        *counts.entry(snap.mirrors[d.choices[0].mirror].state.name.clone()).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn load_spreads_by_weight_times_capacity_and_ignores_far_mirrors() {
+    // Two mirrors 100 and 120 km from the client (Mirrorbits would send everything to the
+    // first): the spread follows weight × capacity, 1:3.
+    let client = ClientGeo { country: cc("DE"), continent: Some(Continent::EU), point: Some(unit_vector(50.0, 8.0)), asn: None };
+    let a = MirrorState::test("a").at("DE", Continent::EU, 50.9, 8.0).with(|m| m.bandwidth_mbps = Some(1000));
+    let b = MirrorState::test("b").at("DE", Continent::EU, 51.08, 8.0).with(|m| m.bandwidth_mbps = Some(3000));
+    let near = World::new(vec![a.clone(), b.clone()]).snapshot();
+    let n = 20_000;
+    let c = spread(&near, facts("pool/a.deb", client), n);
+    let share_b = c["b"] as f64 / n as f64;
+    assert!((share_b - 0.75).abs() < 0.02, "b gets 3/4: {c:?}");
+    // A far-away mirror in the same country joins the list but not the spread.
+    let far = MirrorState::test("far").at("DE", Continent::EU, 54.0, 10.0);
+    let with_far = World::new(vec![a, b, far]).snapshot();
+    let c2 = spread(&with_far, facts("pool/a.deb", client), n);
+    assert_eq!(c2.get("far"), None, "far mirrors get no share");
+    assert!((c2["b"] as f64 / n as f64 - share_b).abs() < 0.02, "the spread does not move: {c2:?}");
+}
+
+#[test]
+fn without_geolocation_every_eligible_mirror_shares() {
+    let snap = World::new(vec![lyon(), berlin(), MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0)]).snapshot();
+    let c = spread(&snap, facts("pool/a.deb", ClientGeo::default()), 3000);
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert!(c.values().all(|n| *n > 800), "{c:?}");
+}
+
+#[test]
+fn stickiness_keeps_a_client_network_on_one_mirror() {
+    let client = ClientGeo { point: None, ..paris() };
+    let snap = World::new(vec![lyon(), MirrorState::test("lyon2").at("FR", Continent::EU, 45.76, 4.84), MirrorState::test("lyon3").at("FR", Continent::EU, 45.76, 4.84)]).snapshot();
+    let mut f = facts("pool/a.deb", client);
+    f.sticky = true;
+    let first = chosen(&snap, &f);
+    for r in 0..50 {
+        let g = Facts { random: r, ip: format!("192.0.2.{}", r + 1).parse().unwrap(), ..f };
+        assert_eq!(chosen(&snap, &g), first, "same /24, same mirror");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..60u8 {
+        let g = Facts { ip: format!("198.51.{n}.7").parse().unwrap(), ..f };
+        seen.insert(chosen(&snap, &g));
+    }
+    assert_eq!(seen.len(), 3, "different networks spread over the mirrors");
+}
+
+#[test]
+fn fallbacks_nearest_first_and_never_downgraded() {
+    let mut w = World::new(vec![lyon()]);
+    w.holds("lyon", &[]);
+    let snap = w.snapshot();
+    let us = ClientGeo { country: cc("US"), continent: Some(Continent::NA), point: None, asn: None };
+    assert_eq!(select(&facts("pool/a.deb", us), &snap).outcome, Outcome::Fallback(0));
+    let mut f = facts("pool/a.deb", us);
+    f.https_only = true;
+    assert_eq!(select(&f, &snap).outcome, Outcome::Fallback(1), "the US origin is http only");
+    w.fleet.projects[0].fallbacks.clear();
+    assert_eq!(select(&facts("pool/a.deb", us), &w.snapshot()).outcome, Outcome::Unavailable);
+}

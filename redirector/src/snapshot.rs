@@ -1,0 +1,258 @@
+//! The immutable snapshot every request borrows: the compiled fleet joined with indexes,
+//! availability and health, with everything the hot path needs precomputed (country codes as
+//! bytes, unit vectors for distances, parsed networks, mirror indices in rules). Built off the
+//! request path whenever the state changes, and published whole.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use mirrorfleet_crds::geo::Continent;
+use mirrorfleet_crds::state::{
+    Action, Availability, Family, FileIndex, FleetState, MirrorState, PathClasses, ProbeScheme, ProjectState, RuleState,
+};
+use mirrorfleet_store::LoadedState;
+
+/// A two-letter country code as bytes.
+pub type Cc = [u8; 2];
+
+/// Parses a country code.
+pub fn cc(s: &str) -> Option<Cc> {
+    let b = s.as_bytes();
+    (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+}
+
+/// A point on the unit sphere, for distances without trigonometry per request.
+pub fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
+    let (la, lo) = (lat.to_radians(), lon.to_radians());
+    [la.cos() * lo.cos(), la.cos() * lo.sin(), la.sin()]
+}
+
+/// Great-circle distance in km between two unit vectors.
+pub fn distance_km(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    let dot = (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0);
+    dot.acos() * 6371.0
+}
+
+/// Health of one (scheme, family): `None` until probed (treated as up).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Up, down, or not probed yet.
+    pub up: Option<bool>,
+    /// The reason of the last change.
+    pub reason: String,
+}
+
+/// A mirror, ready for selection.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// The compiled state.
+    pub state: MirrorState,
+    /// Primary country.
+    pub country: Option<Cc>,
+    /// Additional countries.
+    pub extra_countries: Vec<Cc>,
+    /// Continent.
+    pub continent: Option<Continent>,
+    /// Unit vector of its location.
+    pub point: Option<[f64; 3]>,
+    /// Preferred client networks.
+    pub networks: Vec<IpNet>,
+    /// Countries never served.
+    pub excluded: Vec<Cc>,
+    /// Health: http/v4, http/v6, https/v4, https/v6.
+    pub health: [Health; 4],
+    /// weight × capacity: its share of load among comparable mirrors.
+    pub capacity: f64,
+    /// Sponsor display name and URL (public).
+    pub sponsor: (String, Option<String>),
+}
+
+impl Mirror {
+    /// Health of (scheme, family).
+    pub fn health(&self, https: bool, v6: bool) -> &Health {
+        &self.health[usize::from(https) * 2 + usize::from(v6)]
+    }
+}
+
+/// A mirror's copy of one project.
+#[derive(Debug, Clone)]
+pub struct Carrier {
+    /// Index into [`Snapshot::mirrors`].
+    pub mirror: usize,
+    /// HTTP base URL.
+    pub http: Option<String>,
+    /// HTTPS base URL.
+    pub https: Option<String>,
+    /// Sub-trees carried (empty: all).
+    pub paths: Vec<String>,
+    /// What the last scan found.
+    pub avail: Option<Arc<Availability>>,
+}
+
+/// A project, ready for routing and selection.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The compiled state.
+    pub state: ProjectState,
+    /// Path classes.
+    pub classes: PathClasses,
+    /// The index, once scanned.
+    pub index: Option<Arc<FileIndex>>,
+    /// Mirrors carrying it.
+    pub carriers: Vec<Carrier>,
+}
+
+/// A region rule, ready for matching.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The compiled state.
+    pub state: RuleState,
+    /// Client countries.
+    pub countries: Vec<Cc>,
+    /// Client networks.
+    pub networks: Vec<IpNet>,
+    /// Mirror indices it names.
+    pub mirrors: Vec<usize>,
+}
+
+impl Rule {
+    /// Whether a client matches every field the rule gives.
+    pub fn matches(&self, project: &str, ip: IpAddr, country: Option<Cc>, continent: Option<Continent>, asn: Option<u32>) -> bool {
+        let s = &self.state;
+        (s.projects.is_empty() || s.projects.iter().any(|p| p == project))
+            && (self.countries.is_empty() || country.is_some_and(|c| self.countries.contains(&c)))
+            && (s.continents.is_empty() || continent.is_some_and(|c| s.continents.contains(&c)))
+            && (s.asns.is_empty() || asn.is_some_and(|a| s.asns.contains(&a)))
+            && (self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// The action.
+    pub fn action(&self) -> Action {
+        self.state.action
+    }
+}
+
+/// Everything a request needs, immutable.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The state generation it was built from.
+    pub generation: u64,
+    /// Whether a fleet has been loaded (readiness).
+    pub loaded: bool,
+    /// Projects.
+    pub projects: Vec<Project>,
+    /// Mirrors.
+    pub mirrors: Vec<Mirror>,
+    /// Rules, highest priority first.
+    pub rules: Vec<Rule>,
+    /// Project index by host name.
+    pub hosts: HashMap<String, usize>,
+    /// (path prefix, project index), longest prefix first.
+    pub prefixes: Vec<(String, usize)>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from loaded state.
+    pub fn build(state: &LoadedState) -> Snapshot {
+        let Some(fleet) = state.fleet.as_deref() else {
+            return Snapshot { generation: state.generation, ..Snapshot::default() };
+        };
+        Self::from_parts(state.generation, fleet, &state.indexes, &state.availability, &state.health)
+    }
+
+    /// Builds a snapshot from its parts.
+    pub fn from_parts(
+        generation: u64,
+        fleet: &FleetState,
+        indexes: &HashMap<String, Arc<FileIndex>>,
+        availability: &HashMap<(String, String), Arc<Availability>>,
+        health: &HashMap<String, Arc<mirrorfleet_crds::state::MirrorHealth>>,
+    ) -> Snapshot {
+        let sponsors: HashMap<&str, (String, Option<String>)> =
+            fleet.sponsors.iter().map(|s| (s.name.as_str(), (s.display_name.clone(), s.url.clone()))).collect();
+        let mirrors: Vec<Mirror> = fleet
+            .mirrors
+            .iter()
+            .map(|m| {
+                let mut h: [Health; 4] = Default::default();
+                if let Some(mh) = health.get(&m.name) {
+                    for e in &mh.entries {
+                        let i = usize::from(e.scheme == ProbeScheme::Https) * 2 + usize::from(e.family == Family::Ipv6);
+                        h[i] = Health { up: Some(e.up), reason: e.reason.clone() };
+                    }
+                }
+                let loc = &m.location;
+                Mirror {
+                    country: loc.country.as_deref().and_then(cc),
+                    extra_countries: m.additional_countries.iter().filter_map(|c| cc(c)).collect(),
+                    continent: loc.continent,
+                    point: loc.latitude.zip(loc.longitude).map(|(a, b)| unit_vector(a, b)),
+                    networks: m.networks.iter().filter_map(|n| n.parse().ok()).collect(),
+                    excluded: m.restrictions.excluded_countries.iter().filter_map(|c| cc(c)).collect(),
+                    health: h,
+                    capacity: f64::from(m.weight.max(1)) * m.bandwidth_mbps.unwrap_or(1000).max(1) as f64,
+                    sponsor: sponsors.get(m.sponsor.as_str()).cloned().unwrap_or_else(|| (m.sponsor.clone(), None)),
+                    state: m.clone(),
+                }
+            })
+            .collect();
+        let mirror_idx: HashMap<&str, usize> = fleet.mirrors.iter().enumerate().map(|(i, m)| (m.name.as_str(), i)).collect();
+        let projects: Vec<Project> = fleet
+            .projects
+            .iter()
+            .map(|p| Project {
+                classes: PathClasses::of(p).unwrap_or_default(),
+                index: indexes.get(&p.name).cloned(),
+                carriers: fleet
+                    .mirrors
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| {
+                        let c = m.projects.iter().find(|c| c.project == p.name)?;
+                        Some(Carrier {
+                            mirror: i,
+                            http: c.http.clone(),
+                            https: c.https.clone(),
+                            paths: c.paths.clone(),
+                            avail: availability.get(&(m.name.clone(), p.name.clone())).cloned(),
+                        })
+                    })
+                    .collect(),
+                state: p.clone(),
+            })
+            .collect();
+        let rules = fleet
+            .rules
+            .iter()
+            .map(|r| Rule {
+                countries: r.countries.iter().filter_map(|c| cc(c)).collect(),
+                networks: r.networks.iter().filter_map(|n| n.parse().ok()).collect(),
+                mirrors: r.mirrors.iter().filter_map(|m| mirror_idx.get(m.as_str()).copied()).collect(),
+                state: r.clone(),
+            })
+            .collect();
+        let mut hosts = HashMap::new();
+        let mut prefixes = Vec::new();
+        for (i, p) in fleet.projects.iter().enumerate() {
+            for h in &p.hosts {
+                hosts.insert(h.to_ascii_lowercase(), i);
+            }
+            if let Some(prefix) = &p.path_prefix {
+                prefixes.push((prefix.clone(), i));
+            }
+        }
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Snapshot { generation, loaded: true, projects, mirrors, rules, hosts, prefixes }
+    }
+
+    /// Finds the project for a request: by host name first, then by the longest path prefix.
+    /// Returns the project and the path relative to its root.
+    pub fn route<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(usize, &'p str)> {
+        if let Some(i) = host.map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase()).and_then(|h| self.hosts.get(&h)) {
+            return Some((*i, path.trim_start_matches('/')));
+        }
+        self.prefixes.iter().find_map(|(prefix, i)| path.strip_prefix(prefix.as_str()).map(|rest| (*i, rest)))
+    }
+}
