@@ -10,17 +10,37 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::index::FileRecord;
-use mirrorfleet_crds::state::{Availability, FileIndex, FleetState, HashKind, LocationState, MirrorProjectState, MirrorState, ProjectState};
+use mirrorfleet_crds::state::{
+    Availability, FileIndex, FleetState, HashKind, LocationState, MirrorProjectState, MirrorState,
+    ProjectState,
+};
 use mirrorfleet_redirector::select::{ClientGeo, Facts, select};
 use mirrorfleet_redirector::snapshot::{Snapshot, cc, unit_vector};
 
 fn world(mirrors: usize) -> Snapshot {
     let records: Vec<FileRecord> = (0..100_000)
-        .map(|i| FileRecord { path: format!("pool/main/{}/pkg{i}.deb", i % 500), size: i as u64, mtime: 0, digests: vec![None] })
+        .map(|i| FileRecord {
+            path: format!("pool/main/{}/pkg{i}.deb", i % 500),
+            size: i as u64,
+            mtime: 0,
+            digests: vec![None],
+        })
         .collect();
-    let index = Arc::new(FileIndex::build("p", "s", &[HashKind::Sha256], records, None));
+    let index = Arc::new(FileIndex::build(
+        "p",
+        "s",
+        &[HashKind::Sha256],
+        records,
+        None,
+    ));
     let countries = [("FR", 46.0, 2.0), ("DE", 51.0, 10.0), ("NL", 52.0, 5.0)];
-    let mut fleet = FleetState { projects: vec![ProjectState { name: "p".into(), ..Default::default() }], ..Default::default() };
+    let mut fleet = FleetState {
+        projects: vec![ProjectState {
+            name: "p".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
     let mut avail = HashMap::new();
     for m in 0..mirrors {
         let (c, lat, lon) = countries[m % 3];
@@ -31,11 +51,24 @@ fn world(mirrors: usize) -> Snapshot {
             weight: 100,
             ipv4: true,
             ipv6: true,
-            location: LocationState { country: Some(c.into()), continent: Some(Continent::EU), latitude: Some(lat + (m % 7) as f64 * 0.3), longitude: Some(lon + (m % 5) as f64 * 0.3) },
-            projects: vec![MirrorProjectState { project: "p".into(), https: Some(format!("https://{name}.example/")), ..Default::default() }],
+            location: LocationState {
+                country: Some(c.into()),
+                continent: Some(Continent::EU),
+                latitude: Some(lat + (m % 7) as f64 * 0.3),
+                longitude: Some(lon + (m % 5) as f64 * 0.3),
+            },
+            projects: vec![MirrorProjectState {
+                project: "p".into(),
+                https: Some(format!("https://{name}.example/")),
+                ..Default::default()
+            }],
             ..Default::default()
         });
-        let mut a = Availability { mirror: name.clone(), project: "p".into(), ..Default::default() };
+        let mut a = Availability {
+            mirror: name.clone(),
+            project: "p".into(),
+            ..Default::default()
+        };
         let mut x = m as u64 + 1;
         a.present.extend((0..100_000u32).filter(|_| {
             x ^= x << 13;
@@ -45,11 +78,22 @@ fn world(mirrors: usize) -> Snapshot {
         }));
         avail.insert((name, "p".to_owned()), Arc::new(a));
     }
-    Snapshot::from_parts(1, &fleet, &HashMap::from([("p".to_owned(), index)]), &avail, &HashMap::new())
+    Snapshot::from_parts(
+        1,
+        &fleet,
+        &HashMap::from([("p".to_owned(), index)]),
+        &avail,
+        &HashMap::new(),
+    )
 }
 
 fn bench(c: &mut Criterion) {
-    let geo = ClientGeo { country: cc("FR"), continent: Some(Continent::EU), point: Some(unit_vector(48.85, 2.35)), asn: Some(3215) };
+    let geo = ClientGeo {
+        country: cc("FR"),
+        continent: Some(Continent::EU),
+        point: Some(unit_vector(48.85, 2.35)),
+        asn: Some(3215),
+    };
     for n in [20, 200] {
         let snap = world(n);
         let mut random = 0u64;
@@ -60,7 +104,9 @@ fn bench(c: &mut Criterion) {
                     project: 0,
                     path: "pool/main/42/pkg12042.deb",
                     https_only: false,
-                    ip: "192.0.2.1".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                    ip: "192.0.2.1"
+                        .parse()
+                        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
                     geo,
                     now: 0,
                     random,

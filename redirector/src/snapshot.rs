@@ -10,7 +10,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::{
-    Action, Availability, Family, FileIndex, FleetState, MirrorState, PathClasses, ProbeScheme, ProjectState, RuleState,
+    Action, Availability, Family, FileIndex, FleetState, MirrorState, PathClasses, ProbeScheme,
+    ProjectState, RuleState,
 };
 use mirrorfleet_store::LoadedState;
 
@@ -76,11 +77,111 @@ impl Mirror {
     }
 }
 
+/// The few facts about a mirror that every request looks at, packed together so that a pass
+/// over 200 mirrors stays in cache; the rest of [`Mirror`] is read only when a flag says so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hot {
+    /// [`Hot::ENABLED`] and the other flags.
+    pub flags: u16,
+    /// Primary country (`[0, 0]` when unknown).
+    pub country: Cc,
+    /// Continent.
+    pub continent: Option<Continent>,
+    /// Down bits: http/v4, http/v6, https/v4, https/v6 (set only when probed down).
+    pub down: u8,
+    /// Unit vector of the location (valid with [`Hot::LOCATED`]).
+    pub point: [f64; 3],
+    /// weight × capacity.
+    pub capacity: f64,
+}
+
+impl Hot {
+    /// Receives traffic.
+    pub const ENABLED: u16 = 1;
+    /// Reachable over IPv4.
+    pub const IPV4: u16 = 1 << 1;
+    /// Reachable over IPv6.
+    pub const IPV6: u16 = 1 << 2;
+    /// Country-only.
+    pub const COUNTRY_ONLY: u16 = 1 << 3;
+    /// Continent-only.
+    pub const CONTINENT_ONLY: u16 = 1 << 4;
+    /// AS-only.
+    pub const AS_ONLY: u16 = 1 << 5;
+    /// Networks-only.
+    pub const NETWORKS_ONLY: u16 = 1 << 6;
+    /// Has maintenance windows.
+    pub const MAINTENANCE: u16 = 1 << 7;
+    /// Excludes some countries.
+    pub const EXCLUDES: u16 = 1 << 8;
+    /// Has ASNs.
+    pub const ASNS: u16 = 1 << 9;
+    /// Has preferred networks.
+    pub const NETWORKS: u16 = 1 << 10;
+    /// Serves additional countries.
+    pub const EXTRA_COUNTRIES: u16 = 1 << 11;
+    /// Has coordinates.
+    pub const LOCATED: u16 = 1 << 12;
+
+    /// Whether `flag` is set.
+    pub fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether (scheme, family) was probed down.
+    pub fn is_down(&self, https: bool, v6: bool) -> bool {
+        self.down & (1 << (usize::from(https) * 2 + usize::from(v6))) != 0
+    }
+
+    fn of(m: &Mirror) -> Hot {
+        let st = &m.state;
+        let r = &st.restrictions;
+        let mut flags = 0;
+        for (on, flag) in [
+            (st.enabled, Hot::ENABLED),
+            (st.ipv4, Hot::IPV4),
+            (st.ipv6, Hot::IPV6),
+            (r.country_only, Hot::COUNTRY_ONLY),
+            (r.continent_only, Hot::CONTINENT_ONLY),
+            (r.as_only, Hot::AS_ONLY),
+            (r.networks_only, Hot::NETWORKS_ONLY),
+            (!st.maintenance.is_empty(), Hot::MAINTENANCE),
+            (!m.excluded.is_empty(), Hot::EXCLUDES),
+            (!st.asns.is_empty(), Hot::ASNS),
+            (!m.networks.is_empty(), Hot::NETWORKS),
+            (!m.extra_countries.is_empty(), Hot::EXTRA_COUNTRIES),
+            (m.point.is_some(), Hot::LOCATED),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
+        let mut down = 0;
+        for (i, h) in m.health.iter().enumerate() {
+            if h.up == Some(false) {
+                down |= 1 << i;
+            }
+        }
+        Hot {
+            flags,
+            country: m.country.unwrap_or([0, 0]),
+            continent: m.continent,
+            down,
+            point: m.point.unwrap_or_default(),
+            capacity: m.capacity,
+        }
+    }
+}
+
 /// A mirror's copy of one project.
 #[derive(Debug, Clone)]
 pub struct Carrier {
     /// Index into [`Snapshot::mirrors`].
     pub mirror: usize,
+    /// Whether it has an HTTP URL.
+    pub has_http: bool,
+    /// Whether it has an HTTPS URL.
+    pub has_https: bool,
     /// HTTP base URL.
     pub http: Option<String>,
     /// HTTPS base URL.
@@ -119,7 +220,14 @@ pub struct Rule {
 
 impl Rule {
     /// Whether a client matches every field the rule gives.
-    pub fn matches(&self, project: &str, ip: IpAddr, country: Option<Cc>, continent: Option<Continent>, asn: Option<u32>) -> bool {
+    pub fn matches(
+        &self,
+        project: &str,
+        ip: IpAddr,
+        country: Option<Cc>,
+        continent: Option<Continent>,
+        asn: Option<u32>,
+    ) -> bool {
         let s = &self.state;
         (s.projects.is_empty() || s.projects.iter().any(|p| p == project))
             && (self.countries.is_empty() || country.is_some_and(|c| self.countries.contains(&c)))
@@ -145,6 +253,8 @@ pub struct Snapshot {
     pub projects: Vec<Project>,
     /// Mirrors.
     pub mirrors: Vec<Mirror>,
+    /// The hot facts of each mirror, parallel to `mirrors`.
+    pub hot: Vec<Hot>,
     /// Rules, highest priority first.
     pub rules: Vec<Rule>,
     /// Project index by host name.
@@ -157,9 +267,18 @@ impl Snapshot {
     /// Builds a snapshot from loaded state.
     pub fn build(state: &LoadedState) -> Snapshot {
         let Some(fleet) = state.fleet.as_deref() else {
-            return Snapshot { generation: state.generation, ..Snapshot::default() };
+            return Snapshot {
+                generation: state.generation,
+                ..Snapshot::default()
+            };
         };
-        Self::from_parts(state.generation, fleet, &state.indexes, &state.availability, &state.health)
+        Self::from_parts(
+            state.generation,
+            fleet,
+            &state.indexes,
+            &state.availability,
+            &state.health,
+        )
     }
 
     /// Builds a snapshot from its parts.
@@ -170,8 +289,11 @@ impl Snapshot {
         availability: &HashMap<(String, String), Arc<Availability>>,
         health: &HashMap<String, Arc<mirrorfleet_crds::state::MirrorHealth>>,
     ) -> Snapshot {
-        let sponsors: HashMap<&str, (String, Option<String>)> =
-            fleet.sponsors.iter().map(|s| (s.name.as_str(), (s.display_name.clone(), s.url.clone()))).collect();
+        let sponsors: HashMap<&str, (String, Option<String>)> = fleet
+            .sponsors
+            .iter()
+            .map(|s| (s.name.as_str(), (s.display_name.clone(), s.url.clone())))
+            .collect();
         let mirrors: Vec<Mirror> = fleet
             .mirrors
             .iter()
@@ -179,26 +301,51 @@ impl Snapshot {
                 let mut h: [Health; 4] = Default::default();
                 if let Some(mh) = health.get(&m.name) {
                     for e in &mh.entries {
-                        let i = usize::from(e.scheme == ProbeScheme::Https) * 2 + usize::from(e.family == Family::Ipv6);
-                        h[i] = Health { up: Some(e.up), reason: e.reason.clone() };
+                        let i = usize::from(e.scheme == ProbeScheme::Https) * 2
+                            + usize::from(e.family == Family::Ipv6);
+                        h[i] = Health {
+                            up: Some(e.up),
+                            reason: e.reason.clone(),
+                        };
                     }
                 }
                 let loc = &m.location;
                 Mirror {
                     country: loc.country.as_deref().and_then(cc),
-                    extra_countries: m.additional_countries.iter().filter_map(|c| cc(c)).collect(),
+                    extra_countries: m
+                        .additional_countries
+                        .iter()
+                        .filter_map(|c| cc(c))
+                        .collect(),
                     continent: loc.continent,
-                    point: loc.latitude.zip(loc.longitude).map(|(a, b)| unit_vector(a, b)),
+                    point: loc
+                        .latitude
+                        .zip(loc.longitude)
+                        .map(|(a, b)| unit_vector(a, b)),
                     networks: m.networks.iter().filter_map(|n| n.parse().ok()).collect(),
-                    excluded: m.restrictions.excluded_countries.iter().filter_map(|c| cc(c)).collect(),
+                    excluded: m
+                        .restrictions
+                        .excluded_countries
+                        .iter()
+                        .filter_map(|c| cc(c))
+                        .collect(),
                     health: h,
-                    capacity: f64::from(m.weight.max(1)) * m.bandwidth_mbps.unwrap_or(1000).max(1) as f64,
-                    sponsor: sponsors.get(m.sponsor.as_str()).cloned().unwrap_or_else(|| (m.sponsor.clone(), None)),
+                    capacity: f64::from(m.weight.max(1))
+                        * m.bandwidth_mbps.unwrap_or(1000).max(1) as f64,
+                    sponsor: sponsors
+                        .get(m.sponsor.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| (m.sponsor.clone(), None)),
                     state: m.clone(),
                 }
             })
             .collect();
-        let mirror_idx: HashMap<&str, usize> = fleet.mirrors.iter().enumerate().map(|(i, m)| (m.name.as_str(), i)).collect();
+        let mirror_idx: HashMap<&str, usize> = fleet
+            .mirrors
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.as_str(), i))
+            .collect();
         let projects: Vec<Project> = fleet
             .projects
             .iter()
@@ -213,6 +360,8 @@ impl Snapshot {
                         let c = m.projects.iter().find(|c| c.project == p.name)?;
                         Some(Carrier {
                             mirror: i,
+                            has_http: c.http.is_some(),
+                            has_https: c.https.is_some(),
                             http: c.http.clone(),
                             https: c.https.clone(),
                             paths: c.paths.clone(),
@@ -229,7 +378,11 @@ impl Snapshot {
             .map(|r| Rule {
                 countries: r.countries.iter().filter_map(|c| cc(c)).collect(),
                 networks: r.networks.iter().filter_map(|n| n.parse().ok()).collect(),
-                mirrors: r.mirrors.iter().filter_map(|m| mirror_idx.get(m.as_str()).copied()).collect(),
+                mirrors: r
+                    .mirrors
+                    .iter()
+                    .filter_map(|m| mirror_idx.get(m.as_str()).copied())
+                    .collect(),
                 state: r.clone(),
             })
             .collect();
@@ -244,15 +397,30 @@ impl Snapshot {
             }
         }
         prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        Snapshot { generation, loaded: true, projects, mirrors, rules, hosts, prefixes }
+        let hot = mirrors.iter().map(Hot::of).collect();
+        Snapshot {
+            generation,
+            loaded: true,
+            projects,
+            mirrors,
+            hot,
+            rules,
+            hosts,
+            prefixes,
+        }
     }
 
     /// Finds the project for a request: by host name first, then by the longest path prefix.
     /// Returns the project and the path relative to its root.
     pub fn route<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(usize, &'p str)> {
-        if let Some(i) = host.map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase()).and_then(|h| self.hosts.get(&h)) {
+        if let Some(i) = host
+            .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
+            .and_then(|h| self.hosts.get(&h))
+        {
             return Some((*i, path.trim_start_matches('/')));
         }
-        self.prefixes.iter().find_map(|(prefix, i)| path.strip_prefix(prefix.as_str()).map(|rest| (*i, rest)))
+        self.prefixes
+            .iter()
+            .find_map(|(prefix, i)| path.strip_prefix(prefix.as_str()).map(|rest| (*i, rest)))
     }
 }

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::{Action, FallbackState, FileEntry};
 
-use crate::snapshot::{Cc, Snapshot, distance_km};
+use crate::snapshot::{Cc, Hot, Snapshot, distance_km};
 
 /// What is known about the client.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -146,6 +146,8 @@ pub struct Choice {
     pub tier: Tier,
     /// Distance from the client, when both are located.
     pub distance_km: Option<f64>,
+    /// Cosine of the angle to the client (larger is nearer), when both are located.
+    closeness: Option<f64>,
     /// Its share of the load among the nearby mirrors (0 outside them).
     pub share: f64,
 }
@@ -179,13 +181,23 @@ pub struct Decision<'s> {
 /// Decides where `facts` goes.
 pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     let Some(project) = snap.projects.get(facts.project) else {
-        return Decision { outcome: Outcome::Unavailable, file: None, choices: vec![], excluded: vec![] };
+        return Decision {
+            outcome: Outcome::Unavailable,
+            file: None,
+            choices: vec![],
+            excluded: vec![],
+        };
     };
     let Some(index) = project.index.as_deref() else {
         return fallback(facts, snap, None, vec![], vec![]);
     };
     let Some(file) = index.find(facts.path) else {
-        return Decision { outcome: Outcome::NotFound, file: None, choices: vec![], excluded: vec![] };
+        return Decision {
+            outcome: Outcome::NotFound,
+            file: None,
+            choices: vec![],
+            excluded: vec![],
+        };
     };
     let mutable = project.classes.is_mutable(file.path);
     let v6 = facts.ip.to_canonical().is_ipv6();
@@ -195,7 +207,9 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     let mut rule_buf = [0usize; 8];
     let mut n_rules = 0;
     for (i, r) in snap.rules.iter().enumerate() {
-        if n_rules < rule_buf.len() && r.matches(project_name, facts.ip, g.country, g.continent, g.asn) {
+        if n_rules < rule_buf.len()
+            && r.matches(project_name, facts.ip, g.country, g.continent, g.asn)
+        {
             rule_buf[n_rules] = i;
             n_rules += 1;
         }
@@ -209,41 +223,62 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             excluded.push((m, r));
         }
     };
+    let family = if v6 { Hot::IPV6 } else { Hot::IPV4 };
+    let client_cc = g.country.unwrap_or([0, 0]);
     'carriers: for (ci, c) in project.carriers.iter().enumerate() {
-        let m = &snap.mirrors[c.mirror];
-        let st = &m.state;
-        if !st.enabled {
+        let h = &snap.hot[c.mirror];
+        if !h.has(Hot::ENABLED) {
             exclude(c.mirror, Reason::Disabled);
             continue;
         }
-        if st.maintenance.iter().any(|(a, b)| (*a..*b).contains(&facts.now)) {
-            exclude(c.mirror, Reason::Maintenance);
-            continue;
-        }
-        if !(if v6 { st.ipv6 } else { st.ipv4 }) {
+        if !h.has(family) {
             exclude(c.mirror, Reason::Family);
             continue;
         }
-        let r = &st.restrictions;
-        if r.country_only && !g.country.is_some_and(|cc| m.country == Some(cc) || m.extra_countries.contains(&cc)) {
-            exclude(c.mirror, Reason::CountryOnly);
-            continue;
-        }
-        if r.continent_only && (g.continent.is_none() || g.continent != m.continent) {
-            exclude(c.mirror, Reason::ContinentOnly);
-            continue;
-        }
-        if r.as_only && !g.asn.is_some_and(|a| st.asns.contains(&a)) {
-            exclude(c.mirror, Reason::AsOnly);
-            continue;
-        }
-        if r.networks_only && !m.networks.iter().any(|n| n.contains(&facts.ip)) {
-            exclude(c.mirror, Reason::NetworksOnly);
-            continue;
-        }
-        if g.country.is_some_and(|cc| m.excluded.contains(&cc)) {
-            exclude(c.mirror, Reason::ExcludedCountry);
-            continue;
+        // Rarely set: the cold part of the mirror is read only when a flag says so.
+        if h.flags
+            & (Hot::MAINTENANCE
+                | Hot::COUNTRY_ONLY
+                | Hot::CONTINENT_ONLY
+                | Hot::AS_ONLY
+                | Hot::NETWORKS_ONLY
+                | Hot::EXCLUDES)
+            != 0
+        {
+            let m = &snap.mirrors[c.mirror];
+            if h.has(Hot::MAINTENANCE)
+                && m.state
+                    .maintenance
+                    .iter()
+                    .any(|(a, b)| (*a..*b).contains(&facts.now))
+            {
+                exclude(c.mirror, Reason::Maintenance);
+                continue;
+            }
+            if h.has(Hot::COUNTRY_ONLY)
+                && !g
+                    .country
+                    .is_some_and(|cc| m.country == Some(cc) || m.extra_countries.contains(&cc))
+            {
+                exclude(c.mirror, Reason::CountryOnly);
+                continue;
+            }
+            if h.has(Hot::CONTINENT_ONLY) && (g.continent.is_none() || g.continent != m.continent) {
+                exclude(c.mirror, Reason::ContinentOnly);
+                continue;
+            }
+            if h.has(Hot::AS_ONLY) && !g.asn.is_some_and(|a| m.state.asns.contains(&a)) {
+                exclude(c.mirror, Reason::AsOnly);
+                continue;
+            }
+            if h.has(Hot::NETWORKS_ONLY) && !m.networks.iter().any(|n| n.contains(&facts.ip)) {
+                exclude(c.mirror, Reason::NetworksOnly);
+                continue;
+            }
+            if h.has(Hot::EXCLUDES) && g.country.is_some_and(|cc| m.excluded.contains(&cc)) {
+                exclude(c.mirror, Reason::ExcludedCountry);
+                continue;
+            }
         }
         let mut preferred = false;
         for &ri in rules {
@@ -263,17 +298,17 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             }
         }
         // Scheme and health: HTTPS when possible, plain HTTP only for plain-HTTP clients.
-        let https_ok = c.https.is_some() && m.health(true, v6).up != Some(false);
-        let http_ok = !facts.https_only && c.http.is_some() && m.health(false, v6).up != Some(false);
+        let https_ok = c.has_https && !h.is_down(true, v6);
+        let http_ok = !facts.https_only && c.has_http && !h.is_down(false, v6);
         let https = match (https_ok, http_ok) {
             (true, _) => true,
             (false, true) => false,
             (false, false) => {
-                let reason = if c.https.is_none() && (facts.https_only || c.http.is_none()) {
+                let reason = if !c.has_https && (facts.https_only || !c.has_http) {
                     Reason::NoScheme
                 } else {
-                    let h = if c.https.is_some() { m.health(true, v6) } else { m.health(false, v6) };
-                    Reason::Down(h.reason.clone())
+                    let m = &snap.mirrors[c.mirror];
+                    Reason::Down(m.health(c.has_https, v6).reason.clone())
                 };
                 exclude(c.mirror, reason);
                 continue;
@@ -296,47 +331,107 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             exclude(c.mirror, Reason::Missing);
             continue;
         }
+        let network = (h.has(Hot::ASNS)
+            && g.asn
+                .is_some_and(|a| snap.mirrors[c.mirror].state.asns.contains(&a)))
+            || (h.has(Hot::NETWORKS)
+                && snap.mirrors[c.mirror]
+                    .networks
+                    .iter()
+                    .any(|n| n.contains(&facts.ip)));
         let tier = if preferred {
             Tier::Preferred
-        } else if g.asn.is_some_and(|a| st.asns.contains(&a)) || m.networks.iter().any(|n| n.contains(&facts.ip)) {
+        } else if network {
             Tier::Network
-        } else if g.country.is_some() && g.country == m.country {
+        } else if client_cc != [0, 0] && client_cc == h.country {
             Tier::Country
-        } else if g.country.is_some_and(|cc| m.extra_countries.contains(&cc)) {
+        } else if h.has(Hot::EXTRA_COUNTRIES)
+            && g.country
+                .is_some_and(|cc| snap.mirrors[c.mirror].extra_countries.contains(&cc))
+        {
             Tier::ExtraCountry
-        } else if g.continent.is_some() && g.continent == m.continent {
+        } else if g.continent.is_some() && g.continent == h.continent {
             Tier::Continent
         } else {
             Tier::Elsewhere
         };
-        let distance_km = g.point.zip(m.point).map(|(a, b)| distance_km(&a, &b));
-        choices.push(Choice { mirror: c.mirror, carrier: ci, https, tier, distance_km, share: 0.0 });
+        let closeness = match g.point {
+            Some(a) if h.has(Hot::LOCATED) => {
+                Some(a[0] * h.point[0] + a[1] * h.point[1] + a[2] * h.point[2])
+            }
+            _ => None,
+        };
+        choices.push(Choice {
+            mirror: c.mirror,
+            carrier: ci,
+            https,
+            tier,
+            distance_km: None,
+            closeness,
+            share: 0.0,
+        });
     }
     if choices.is_empty() {
         return fallback(facts, snap, Some(file), vec![], excluded);
     }
     rank(facts, snap, rules, &mut choices);
-    Decision { outcome: Outcome::Mirror, file: Some(file), choices, excluded }
+    Decision {
+        outcome: Outcome::Mirror,
+        file: Some(file),
+        choices,
+        excluded,
+    }
+}
+
+/// Alternatives kept after the chosen mirror when not explaining (Link headers, JSON).
+const ALTERNATIVES: usize = 4;
+
+/// Ranking key: tier first, then nearness (missing locations last).
+fn key(c: &Choice) -> (Tier, f64) {
+    (c.tier, -c.closeness.unwrap_or(-2.0))
+}
+
+fn before(a: &Choice, b: &Choice) -> std::cmp::Ordering {
+    let (ka, kb) = (key(a), key(b));
+    ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
 }
 
 /// Orders `choices`: the drawn mirror first, then the rest of the nearby set by share, then
-/// everything else by tier and distance.
-fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut [Choice]) {
-    let far = f64::INFINITY;
-    choices.sort_by(|a, b| a.tier.cmp(&b.tier).then(a.distance_km.unwrap_or(far).total_cmp(&b.distance_km.unwrap_or(far))));
-    let best = choices[0].tier;
-    let closest = choices[0].distance_km;
-    let nearby = choices
-        .iter()
-        .take_while(|c| c.tier == best)
-        .take_while(|c| match (closest, c.distance_km) {
-            (Some(d0), Some(d)) => d <= d0 * 1.5 + 100.0,
-            (Some(_), None) => false,
-            (None, _) => true,
-        })
-        .count();
+/// the others by tier and distance (all of them when explaining, else the best few).
+fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut Vec<Choice>) {
+    // The best choice, found in one pass (no sort on the hot path).
+    let mut best = 0;
+    for i in 1..choices.len() {
+        if before(&choices[i], &choices[best]).is_lt() {
+            best = i;
+        }
+    }
+    let (tier, closest) = (choices[best].tier, choices[best].closeness);
+    // Nearby: same tier, within 1.5 × the closest distance + 100 km (compared as cosines).
+    let limit = closest.map(|dot| {
+        let d0 = dot.clamp(-1.0, 1.0).acos() * 6371.0;
+        ((d0 * 1.5 + 100.0) / 6371.0)
+            .min(std::f64::consts::PI)
+            .cos()
+    });
+    let is_nearby = |c: &Choice| {
+        c.tier == tier
+            && match (limit, c.closeness) {
+                (Some(l), Some(dot)) => dot >= l,
+                (Some(_), None) => false,
+                (None, _) => true,
+            }
+    };
+    // Move the nearby set to the front.
+    let mut nearby = 0;
+    for i in 0..choices.len() {
+        if is_nearby(&choices[i]) {
+            choices.swap(nearby, i);
+            nearby += 1;
+        }
+    }
     let weight = |c: &Choice| {
-        let mut w = snap.mirrors[c.mirror].capacity;
+        let mut w = snap.hot[c.mirror].capacity;
         for &ri in rules {
             let r = &snap.rules[ri];
             if r.action() == Action::Scale && r.mirrors.contains(&c.mirror) {
@@ -355,7 +450,10 @@ fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut [Choi
         let key = client_key(facts.ip) ^ (facts.project as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (0..nearby)
             .map(|i| {
-                let u = unit(mix(key ^ (choices[i].mirror as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9)));
+                let u =
+                    unit(mix(key
+                        ^ (choices[i].mirror as u64)
+                            .wrapping_mul(0xbf58_476d_1ce4_e5b9)));
                 (i, -u.ln() / weight(&choices[i]))
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -373,7 +471,36 @@ fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut [Choi
         chosen
     };
     choices[..nearby].swap(0, pick);
-    choices[1..nearby].sort_by(|a, b| b.share.total_cmp(&a.share));
+    let by_share = |a: &Choice, b: &Choice| b.share.total_cmp(&a.share);
+    let others = &mut choices[1..nearby];
+    if facts.explain || others.len() <= ALTERNATIVES {
+        others.sort_unstable_by(by_share);
+    } else {
+        // Only the best few are shown: no need to sort the whole nearby set.
+        others.select_nth_unstable_by(ALTERNATIVES - 1, by_share);
+        others[..ALTERNATIVES].sort_unstable_by(by_share);
+    }
+    let rest = &mut choices[nearby..];
+    if facts.explain || rest.len() <= ALTERNATIVES {
+        rest.sort_by(before);
+    } else {
+        let keep = ALTERNATIVES
+            .saturating_sub(nearby.saturating_sub(1))
+            .min(rest.len());
+        if keep > 0 {
+            rest.select_nth_unstable_by(keep - 1, before);
+            rest[..keep].sort_by(before);
+        }
+    }
+    if !facts.explain {
+        choices.truncate((1 + ALTERNATIVES).max(nearby.min(1 + ALTERNATIVES)));
+    }
+    let origin = facts.geo.point;
+    for c in choices.iter_mut() {
+        c.distance_km = origin
+            .zip(snap.mirrors[c.mirror].point)
+            .map(|(a, b)| distance_km(&a, &b));
+    }
 }
 
 fn client_key(ip: IpAddr) -> u64 {
@@ -396,17 +523,39 @@ fn unit(x: u64) -> f64 {
 }
 
 /// The project's fallback nearest the client (same country, then continent, then the first).
-fn fallback<'s>(facts: &Facts<'_>, snap: &'s Snapshot, file: Option<FileEntry<'s>>, choices: Vec<Choice>, excluded: Vec<(usize, Reason)>) -> Decision<'s> {
-    let fallbacks: &[FallbackState] = snap.projects.get(facts.project).map_or(&[], |p| &p.state.fallbacks);
+fn fallback<'s>(
+    facts: &Facts<'_>,
+    snap: &'s Snapshot,
+    file: Option<FileEntry<'s>>,
+    choices: Vec<Choice>,
+    excluded: Vec<(usize, Reason)>,
+) -> Decision<'s> {
+    let fallbacks: &[FallbackState] = snap
+        .projects
+        .get(facts.project)
+        .map_or(&[], |p| &p.state.fallbacks);
     let usable = |f: &FallbackState| !facts.https_only || f.url.starts_with("https://");
     let g = &facts.geo;
     let pick = fallbacks
         .iter()
-        .position(|f| usable(f) && g.country.is_some() && f.country.as_deref().and_then(crate::snapshot::cc) == g.country)
-        .or_else(|| fallbacks.iter().position(|f| usable(f) && g.continent.is_some() && f.continent == g.continent))
+        .position(|f| {
+            usable(f)
+                && g.country.is_some()
+                && f.country.as_deref().and_then(crate::snapshot::cc) == g.country
+        })
+        .or_else(|| {
+            fallbacks
+                .iter()
+                .position(|f| usable(f) && g.continent.is_some() && f.continent == g.continent)
+        })
         .or_else(|| fallbacks.iter().position(usable));
     let outcome = pick.map_or(Outcome::Unavailable, Outcome::Fallback);
-    Decision { outcome, file, choices, excluded }
+    Decision {
+        outcome,
+        file,
+        choices,
+        excluded,
+    }
 }
 
 #[cfg(test)]

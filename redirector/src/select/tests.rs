@@ -6,8 +6,9 @@ use std::sync::Arc;
 use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::index::FileRecord;
 use mirrorfleet_crds::state::{
-    Action, Availability, Family, FallbackState, FileIndex, FleetState, HashKind, HealthState, LocationState, MirrorHealth,
-    MirrorProjectState, MirrorState, MutableSeen, ProbeScheme, ProjectState, RuleState,
+    Action, Availability, FallbackState, Family, FileIndex, FleetState, HashKind, HealthState,
+    LocationState, MirrorHealth, MirrorProjectState, MirrorState, MutableSeen, ProbeScheme,
+    ProjectState, RuleState,
 };
 
 use super::*;
@@ -43,7 +44,12 @@ impl MirrorExt for MirrorState {
     }
 
     fn at(mut self, country: &str, continent: Continent, lat: f64, lon: f64) -> Self {
-        self.location = LocationState { country: Some(country.into()), continent: Some(continent), latitude: Some(lat), longitude: Some(lon) };
+        self.location = LocationState {
+            country: Some(country.into()),
+            continent: Some(continent),
+            latitude: Some(lat),
+            longitude: Some(lon),
+        };
         self
     }
 
@@ -70,34 +76,83 @@ struct World {
 impl World {
     fn new(mirrors: Vec<MirrorState>) -> World {
         let records = vec![
-            FileRecord { path: "pool/a.deb".into(), size: 10, mtime: T, digests: vec![None] },
-            FileRecord { path: "pool/b.deb".into(), size: 20, mtime: T, digests: vec![None] },
-            FileRecord { path: "dists/stable/InRelease".into(), size: 5, mtime: T + 60, digests: vec![None] },
+            FileRecord {
+                path: "pool/a.deb".into(),
+                size: 10,
+                mtime: T,
+                digests: vec![None],
+            },
+            FileRecord {
+                path: "pool/b.deb".into(),
+                size: 20,
+                mtime: T,
+                digests: vec![None],
+            },
+            FileRecord {
+                path: "dists/stable/InRelease".into(),
+                size: 5,
+                mtime: T + 60,
+                digests: vec![None],
+            },
         ];
-        let index = Arc::new(FileIndex::build("p", "s1", &[HashKind::Sha256], records, None));
+        let index = Arc::new(FileIndex::build(
+            "p",
+            "s1",
+            &[HashKind::Sha256],
+            records,
+            None,
+        ));
         let project = ProjectState {
             name: "p".into(),
             mutable: vec!["dists/*/InRelease".into()],
             fallbacks: vec![
-                FallbackState { url: "http://origin-us.example/p/".into(), country: Some("US".into()), continent: Some(Continent::NA) },
-                FallbackState { url: "https://origin-de.example/p/".into(), country: Some("DE".into()), continent: Some(Continent::EU) },
+                FallbackState {
+                    url: "http://origin-us.example/p/".into(),
+                    country: Some("US".into()),
+                    continent: Some(Continent::NA),
+                },
+                FallbackState {
+                    url: "https://origin-de.example/p/".into(),
+                    country: Some("DE".into()),
+                    continent: Some(Continent::EU),
+                },
             ],
             ..Default::default()
         };
-        let mut w = World { fleet: FleetState { projects: vec![project], mirrors: vec![], ..Default::default() }, index, avail: HashMap::new(), health: HashMap::new() };
+        let mut w = World {
+            fleet: FleetState {
+                projects: vec![project],
+                mirrors: vec![],
+                ..Default::default()
+            },
+            index,
+            avail: HashMap::new(),
+            health: HashMap::new(),
+        };
         for m in mirrors {
-            w.holds(&m.name, &["pool/a.deb", "pool/b.deb", "dists/stable/InRelease"]);
+            w.holds(
+                &m.name,
+                &["pool/a.deb", "pool/b.deb", "dists/stable/InRelease"],
+            );
             w.fleet.mirrors.push(m);
         }
         w
     }
 
     fn holds(&mut self, mirror: &str, paths: &[&str]) -> &mut Self {
-        let mut a = Availability { mirror: mirror.into(), project: "p".into(), ..Default::default() };
+        let mut a = Availability {
+            mirror: mirror.into(),
+            project: "p".into(),
+            ..Default::default()
+        };
         for p in paths {
             let e = self.index.find(p).unwrap();
             if p.ends_with("InRelease") {
-                a.mutable.push(MutableSeen { id: e.id, size: e.size, mtime: e.mtime });
+                a.mutable.push(MutableSeen {
+                    id: e.id,
+                    size: e.size,
+                    mtime: e.mtime,
+                });
             } else {
                 a.present.insert(e.id);
             }
@@ -107,13 +162,29 @@ impl World {
     }
 
     fn down(&mut self, mirror: &str, scheme: ProbeScheme, family: Family) -> &mut Self {
-        let entry = HealthState { scheme, family, up: false, reason: "ConnectRefused".into(), since: 0 };
-        let h = self.health.entry(mirror.into()).or_insert_with(|| Arc::new(MirrorHealth { mirror: mirror.into(), entries: vec![] }));
+        let entry = HealthState {
+            scheme,
+            family,
+            up: false,
+            reason: "ConnectRefused".into(),
+            since: 0,
+        };
+        let h = self.health.entry(mirror.into()).or_insert_with(|| {
+            Arc::new(MirrorHealth {
+                mirror: mirror.into(),
+                entries: vec![],
+            })
+        });
         Arc::make_mut(h).entries.push(entry);
         self
     }
 
-    fn rule(&mut self, action: Action, mirrors: &[&str], f: impl FnOnce(&mut RuleState)) -> &mut Self {
+    fn rule(
+        &mut self,
+        action: Action,
+        mirrors: &[&str],
+        f: impl FnOnce(&mut RuleState),
+    ) -> &mut Self {
         let mut r = RuleState {
             name: format!("rule-{}", self.fleet.rules.len()),
             priority: 100,
@@ -138,11 +209,26 @@ impl World {
 }
 
 fn paris() -> ClientGeo {
-    ClientGeo { country: cc("FR"), continent: Some(Continent::EU), point: Some(unit_vector(48.85, 2.35)), asn: Some(3215) }
+    ClientGeo {
+        country: cc("FR"),
+        continent: Some(Continent::EU),
+        point: Some(unit_vector(48.85, 2.35)),
+        asn: Some(3215),
+    }
 }
 
 fn facts<'a>(path: &'a str, geo: ClientGeo) -> Facts<'a> {
-    Facts { project: 0, path, https_only: false, ip: "192.0.2.10".parse().unwrap(), geo, now: T, random: 42, sticky: false, explain: true }
+    Facts {
+        project: 0,
+        path,
+        https_only: false,
+        ip: "192.0.2.10".parse().unwrap(),
+        geo,
+        now: T,
+        random: 42,
+        sticky: false,
+        explain: true,
+    }
 }
 
 fn chosen(snap: &Snapshot, f: &Facts<'_>) -> Option<String> {
@@ -151,7 +237,11 @@ fn chosen(snap: &Snapshot, f: &Facts<'_>) -> Option<String> {
 }
 
 fn reason_for(snap: &Snapshot, f: &Facts<'_>, mirror: &str) -> Option<Reason> {
-    select(f, snap).excluded.into_iter().find(|(m, _)| snap.mirrors[*m].state.name == mirror).map(|(_, r)| r)
+    select(f, snap)
+        .excluded
+        .into_iter()
+        .find(|(m, _)| snap.mirrors[*m].state.name == mirror)
+        .map(|(_, r)| r)
 }
 
 fn berlin() -> MirrorState {
@@ -165,7 +255,10 @@ fn lyon() -> MirrorState {
 #[test]
 fn unknown_file_is_404() {
     let snap = World::new(vec![lyon()]).snapshot();
-    assert_eq!(select(&facts("pool/nope.deb", paris()), &snap).outcome, Outcome::NotFound);
+    assert_eq!(
+        select(&facts("pool/nope.deb", paris()), &snap).outcome,
+        Outcome::NotFound
+    );
 }
 
 #[test]
@@ -173,36 +266,68 @@ fn no_index_yet_goes_to_the_fallback() {
     let w = World::new(vec![lyon()]);
     let snap = Snapshot::from_parts(1, &w.fleet, &HashMap::new(), &w.avail, &w.health);
     let d = select(&facts("pool/a.deb", paris()), &snap);
-    assert_eq!(d.outcome, Outcome::Fallback(1), "a European client gets the European origin");
+    assert_eq!(
+        d.outcome,
+        Outcome::Fallback(1),
+        "a European client gets the European origin"
+    );
 }
 
 #[test]
 fn same_country_beats_distance() {
     // Berlin is nearer to Strasbourg than Lyon is, but Lyon is in the client's country.
-    let strasbourg = ClientGeo { point: Some(unit_vector(48.58, 7.75)), ..paris() };
+    let strasbourg = ClientGeo {
+        point: Some(unit_vector(48.58, 7.75)),
+        ..paris()
+    };
     let snap = World::new(vec![berlin(), lyon()]).snapshot();
-    assert_eq!(chosen(&snap, &facts("pool/a.deb", strasbourg)).as_deref(), Some("lyon"));
+    assert_eq!(
+        chosen(&snap, &facts("pool/a.deb", strasbourg)).as_deref(),
+        Some("lyon")
+    );
 }
 
 #[test]
 fn network_and_asn_beat_country() {
     let isp = berlin().with(|m| m.asns = vec![3215]);
     let snap = World::new(vec![isp, lyon()]).snapshot();
-    assert_eq!(chosen(&snap, &facts("pool/a.deb", paris())).as_deref(), Some("berlin"));
+    assert_eq!(
+        chosen(&snap, &facts("pool/a.deb", paris())).as_deref(),
+        Some("berlin")
+    );
     let net = berlin().with(|m| m.networks = vec!["192.0.2.0/24".into()]);
     let snap = World::new(vec![net, lyon()]).snapshot();
-    assert_eq!(chosen(&snap, &facts("pool/a.deb", ClientGeo { asn: None, ..paris() })).as_deref(), Some("berlin"));
+    assert_eq!(
+        chosen(
+            &snap,
+            &facts(
+                "pool/a.deb",
+                ClientGeo {
+                    asn: None,
+                    ..paris()
+                }
+            )
+        )
+        .as_deref(),
+        Some("berlin")
+    );
 }
 
 #[test]
 fn exclusions_name_their_reason() {
     let mut w = World::new(vec![
         lyon().with(|m| m.enabled = false),
-        MirrorState::test("maint").at("FR", Continent::EU, 45.0, 4.0).with(|m| m.maintenance = vec![(T - 10, T + 10)]),
-        MirrorState::test("v6only").at("FR", Continent::EU, 45.0, 4.0).with(|m| m.ipv4 = false),
+        MirrorState::test("maint")
+            .at("FR", Continent::EU, 45.0, 4.0)
+            .with(|m| m.maintenance = vec![(T - 10, T + 10)]),
+        MirrorState::test("v6only")
+            .at("FR", Continent::EU, 45.0, 4.0)
+            .with(|m| m.ipv4 = false),
         MirrorState::test("partial").at("FR", Continent::EU, 45.0, 4.0),
         MirrorState::test("unscanned").at("FR", Continent::EU, 45.0, 4.0),
-        MirrorState::test("subtree").at("FR", Continent::EU, 45.0, 4.0).with(|m| m.projects[0].paths = vec!["dists/".into()]),
+        MirrorState::test("subtree")
+            .at("FR", Continent::EU, 45.0, 4.0)
+            .with(|m| m.projects[0].paths = vec!["dists/".into()]),
         berlin(),
     ]);
     w.holds("partial", &["pool/b.deb"]);
@@ -228,7 +353,11 @@ fn mutable_metadata_only_from_mirrors_proven_current() {
     assert_eq!(chosen(&snap, &f).as_deref(), Some("berlin"));
     w.holds("berlin", &["pool/a.deb"]);
     let snap = w.snapshot();
-    assert_eq!(select(&f, &snap).outcome, Outcome::Fallback(1), "nobody holds the current metadata: the origin");
+    assert_eq!(
+        select(&f, &snap).outcome,
+        Outcome::Fallback(1),
+        "nobody holds the current metadata: the origin"
+    );
 }
 
 #[test]
@@ -241,85 +370,164 @@ fn https_is_never_downgraded() {
     assert!(d.choices.iter().all(|c| c.https));
     f.https_only = false;
     let d = select(&f, &snap);
-    assert_eq!(snap.mirrors[d.choices[0].mirror].state.name, "lyon", "a plain-HTTP client may use an http-only mirror");
+    assert_eq!(
+        snap.mirrors[d.choices[0].mirror].state.name, "lyon",
+        "a plain-HTTP client may use an http-only mirror"
+    );
     assert!(!d.choices[0].https);
     let snap = World::new(vec![lyon()]).snapshot();
-    assert!(select(&f, &snap).choices[0].https, "HTTPS is preferred when both are up");
+    assert!(
+        select(&f, &snap).choices[0].https,
+        "HTTPS is preferred when both are up"
+    );
 }
 
 #[test]
 fn health_is_per_scheme_and_family() {
     let mut w = World::new(vec![lyon(), berlin()]);
-    w.down("lyon", ProbeScheme::Https, Family::Ipv4).down("lyon", ProbeScheme::Http, Family::Ipv4);
+    w.down("lyon", ProbeScheme::Https, Family::Ipv4)
+        .down("lyon", ProbeScheme::Http, Family::Ipv4);
     let snap = w.snapshot();
     let f = facts("pool/a.deb", paris());
-    assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::Down("ConnectRefused".into())));
+    assert_eq!(
+        reason_for(&snap, &f, "lyon"),
+        Some(Reason::Down("ConnectRefused".into()))
+    );
     let mut v6 = f;
     v6.ip = "2001:db8::1".parse().unwrap();
-    assert_eq!(chosen(&snap, &v6).as_deref(), Some("lyon"), "still up over IPv6");
+    assert_eq!(
+        chosen(&snap, &v6).as_deref(),
+        Some("lyon"),
+        "still up over IPv6"
+    );
     w.down("lyon", ProbeScheme::Https, Family::Ipv6);
     let snap = w.snapshot();
     let d = select(&v6, &snap);
     assert_eq!(snap.mirrors[d.choices[0].mirror].state.name, "lyon");
-    assert!(!d.choices[0].https, "HTTPS down over IPv6: plain HTTP for a plain-HTTP client");
+    assert!(
+        !d.choices[0].https,
+        "HTTPS down over IPv6: plain HTTP for a plain-HTTP client"
+    );
 }
 
 #[test]
 fn restrictions() {
     let only_de = berlin().with(|m| m.restrictions.country_only = true);
-    let only_eu = MirrorState::test("eu").at("DE", Continent::EU, 50.0, 8.0).with(|m| m.restrictions.continent_only = true);
-    let only_as = MirrorState::test("isp").at("FR", Continent::EU, 48.0, 2.0).with(|m| {
-        m.restrictions.as_only = true;
-        m.asns = vec![64500];
-    });
-    let only_net = MirrorState::test("net").at("FR", Continent::EU, 48.0, 2.0).with(|m| {
-        m.restrictions.networks_only = true;
-        m.networks = vec!["198.51.100.0/24".into()];
-    });
-    let no_fr = MirrorState::test("nofr").at("BE", Continent::EU, 50.8, 4.3).with(|m| m.restrictions.excluded_countries = vec!["FR".into()]);
-    let snap = World::new(vec![only_de, only_eu, only_as, only_net, no_fr, MirrorState::test("far").at("JP", Continent::AS, 35.0, 139.0)]).snapshot();
+    let only_eu = MirrorState::test("eu")
+        .at("DE", Continent::EU, 50.0, 8.0)
+        .with(|m| m.restrictions.continent_only = true);
+    let only_as = MirrorState::test("isp")
+        .at("FR", Continent::EU, 48.0, 2.0)
+        .with(|m| {
+            m.restrictions.as_only = true;
+            m.asns = vec![64500];
+        });
+    let only_net = MirrorState::test("net")
+        .at("FR", Continent::EU, 48.0, 2.0)
+        .with(|m| {
+            m.restrictions.networks_only = true;
+            m.networks = vec!["198.51.100.0/24".into()];
+        });
+    let no_fr = MirrorState::test("nofr")
+        .at("BE", Continent::EU, 50.8, 4.3)
+        .with(|m| m.restrictions.excluded_countries = vec!["FR".into()]);
+    let snap = World::new(vec![
+        only_de,
+        only_eu,
+        only_as,
+        only_net,
+        no_fr,
+        MirrorState::test("far").at("JP", Continent::AS, 35.0, 139.0),
+    ])
+    .snapshot();
     let f = facts("pool/a.deb", paris());
     assert_eq!(reason_for(&snap, &f, "berlin"), Some(Reason::CountryOnly));
-    assert_eq!(reason_for(&snap, &f, "eu"), None, "a French client is in Europe");
+    assert_eq!(
+        reason_for(&snap, &f, "eu"),
+        None,
+        "a French client is in Europe"
+    );
     assert_eq!(reason_for(&snap, &f, "isp"), Some(Reason::AsOnly));
     assert_eq!(reason_for(&snap, &f, "net"), Some(Reason::NetworksOnly));
     assert_eq!(reason_for(&snap, &f, "nofr"), Some(Reason::ExcludedCountry));
-    let tokyo = ClientGeo { country: cc("JP"), continent: Some(Continent::AS), point: Some(unit_vector(35.6, 139.7)), asn: Some(64500) };
+    let tokyo = ClientGeo {
+        country: cc("JP"),
+        continent: Some(Continent::AS),
+        point: Some(unit_vector(35.6, 139.7)),
+        asn: Some(64500),
+    };
     let f = facts("pool/a.deb", tokyo);
     assert_eq!(reason_for(&snap, &f, "eu"), Some(Reason::ContinentOnly));
     assert_eq!(reason_for(&snap, &f, "isp"), None, "the ISP's own AS");
     let nowhere = facts("pool/a.deb", ClientGeo::default());
-    assert_eq!(reason_for(&snap, &nowhere, "eu"), Some(Reason::ContinentOnly), "no geolocation: restricted mirrors are out");
+    assert_eq!(
+        reason_for(&snap, &nowhere, "eu"),
+        Some(Reason::ContinentOnly),
+        "no geolocation: restricted mirrors are out"
+    );
 }
 
 #[test]
 fn region_rules() {
-    let mut w = World::new(vec![lyon(), berlin(), MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0)]);
-    w.rule(Action::Prefer, &["tokyo"], |r| r.countries = vec!["FR".into()]);
+    let mut w = World::new(vec![
+        lyon(),
+        berlin(),
+        MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0),
+    ]);
+    w.rule(Action::Prefer, &["tokyo"], |r| {
+        r.countries = vec!["FR".into()]
+    });
     let snap = w.snapshot();
-    assert_eq!(chosen(&snap, &facts("pool/a.deb", paris())).as_deref(), Some("tokyo"), "Prefer ranks first");
+    assert_eq!(
+        chosen(&snap, &facts("pool/a.deb", paris())).as_deref(),
+        Some("tokyo"),
+        "Prefer ranks first"
+    );
     let mut w = World::new(vec![lyon(), berlin()]);
-    w.rule(Action::Exclude, &["lyon"], |r| r.continents = vec![Continent::EU]);
+    w.rule(Action::Exclude, &["lyon"], |r| {
+        r.continents = vec![Continent::EU]
+    });
     let snap = w.snapshot();
     let f = facts("pool/a.deb", paris());
-    assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::Rule("rule-0".into())));
+    assert_eq!(
+        reason_for(&snap, &f, "lyon"),
+        Some(Reason::Rule("rule-0".into()))
+    );
     let mut w = World::new(vec![lyon(), berlin()]);
     w.rule(Action::Only, &["berlin"], |r| r.asns = vec![3215]);
     assert_eq!(chosen(&w.snapshot(), &f).as_deref(), Some("berlin"), "Only");
     let mut w = World::new(vec![lyon(), berlin()]);
     w.rule(Action::Only, &["berlin"], |r| r.asns = vec![1]);
-    assert_eq!(chosen(&w.snapshot(), &f).as_deref(), Some("lyon"), "a rule for other clients does nothing");
+    assert_eq!(
+        chosen(&w.snapshot(), &f).as_deref(),
+        Some("lyon"),
+        "a rule for other clients does nothing"
+    );
     let mut w = World::new(vec![lyon(), berlin()]);
-    w.rule(Action::Only, &["berlin"], |r| r.projects = vec!["other".into()]);
-    assert_eq!(chosen(&w.snapshot(), &f).as_deref(), Some("lyon"), "a rule for another project does nothing");
+    w.rule(Action::Only, &["berlin"], |r| {
+        r.projects = vec!["other".into()]
+    });
+    assert_eq!(
+        chosen(&w.snapshot(), &f).as_deref(),
+        Some("lyon"),
+        "a rule for another project does nothing"
+    );
 }
 
 /// Draws `n` decisions and returns how often each mirror was chosen.
 fn spread(snap: &Snapshot, f: Facts<'_>, n: u64) -> HashMap<String, u64> {
     let mut counts = HashMap::new();
     for i in 0..n {
-        let d = select(&Facts { random: i.wrapping_mul(0x9e37_79b9_7f4a_7c15), ..f }, snap);
-        *counts.entry(snap.mirrors[d.choices[0].mirror].state.name.clone()).or_default() += 1;
+        let d = select(
+            &Facts {
+                random: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                ..f
+            },
+            snap,
+        );
+        *counts
+            .entry(snap.mirrors[d.choices[0].mirror].state.name.clone())
+            .or_default() += 1;
     }
     counts
 }
@@ -328,9 +536,18 @@ fn spread(snap: &Snapshot, f: Facts<'_>, n: u64) -> HashMap<String, u64> {
 fn load_spreads_by_weight_times_capacity_and_ignores_far_mirrors() {
     // Two mirrors 100 and 120 km from the client (Mirrorbits would send everything to the
     // first): the spread follows weight × capacity, 1:3.
-    let client = ClientGeo { country: cc("DE"), continent: Some(Continent::EU), point: Some(unit_vector(50.0, 8.0)), asn: None };
-    let a = MirrorState::test("a").at("DE", Continent::EU, 50.9, 8.0).with(|m| m.bandwidth_mbps = Some(1000));
-    let b = MirrorState::test("b").at("DE", Continent::EU, 51.08, 8.0).with(|m| m.bandwidth_mbps = Some(3000));
+    let client = ClientGeo {
+        country: cc("DE"),
+        continent: Some(Continent::EU),
+        point: Some(unit_vector(50.0, 8.0)),
+        asn: None,
+    };
+    let a = MirrorState::test("a")
+        .at("DE", Continent::EU, 50.9, 8.0)
+        .with(|m| m.bandwidth_mbps = Some(1000));
+    let b = MirrorState::test("b")
+        .at("DE", Continent::EU, 51.08, 8.0)
+        .with(|m| m.bandwidth_mbps = Some(3000));
     let near = World::new(vec![a.clone(), b.clone()]).snapshot();
     let n = 20_000;
     let c = spread(&near, facts("pool/a.deb", client), n);
@@ -341,12 +558,20 @@ fn load_spreads_by_weight_times_capacity_and_ignores_far_mirrors() {
     let with_far = World::new(vec![a, b, far]).snapshot();
     let c2 = spread(&with_far, facts("pool/a.deb", client), n);
     assert_eq!(c2.get("far"), None, "far mirrors get no share");
-    assert!((c2["b"] as f64 / n as f64 - share_b).abs() < 0.02, "the spread does not move: {c2:?}");
+    assert!(
+        (c2["b"] as f64 / n as f64 - share_b).abs() < 0.02,
+        "the spread does not move: {c2:?}"
+    );
 }
 
 #[test]
 fn without_geolocation_every_eligible_mirror_shares() {
-    let snap = World::new(vec![lyon(), berlin(), MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0)]).snapshot();
+    let snap = World::new(vec![
+        lyon(),
+        berlin(),
+        MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0),
+    ])
+    .snapshot();
     let c = spread(&snap, facts("pool/a.deb", ClientGeo::default()), 3000);
     assert_eq!(c.len(), 3, "{c:?}");
     assert!(c.values().all(|n| *n > 800), "{c:?}");
@@ -354,18 +579,33 @@ fn without_geolocation_every_eligible_mirror_shares() {
 
 #[test]
 fn stickiness_keeps_a_client_network_on_one_mirror() {
-    let client = ClientGeo { point: None, ..paris() };
-    let snap = World::new(vec![lyon(), MirrorState::test("lyon2").at("FR", Continent::EU, 45.76, 4.84), MirrorState::test("lyon3").at("FR", Continent::EU, 45.76, 4.84)]).snapshot();
+    let client = ClientGeo {
+        point: None,
+        ..paris()
+    };
+    let snap = World::new(vec![
+        lyon(),
+        MirrorState::test("lyon2").at("FR", Continent::EU, 45.76, 4.84),
+        MirrorState::test("lyon3").at("FR", Continent::EU, 45.76, 4.84),
+    ])
+    .snapshot();
     let mut f = facts("pool/a.deb", client);
     f.sticky = true;
     let first = chosen(&snap, &f);
     for r in 0..50 {
-        let g = Facts { random: r, ip: format!("192.0.2.{}", r + 1).parse().unwrap(), ..f };
+        let g = Facts {
+            random: r,
+            ip: format!("192.0.2.{}", r + 1).parse().unwrap(),
+            ..f
+        };
         assert_eq!(chosen(&snap, &g), first, "same /24, same mirror");
     }
     let mut seen = std::collections::HashSet::new();
     for n in 0..60u8 {
-        let g = Facts { ip: format!("198.51.{n}.7").parse().unwrap(), ..f };
+        let g = Facts {
+            ip: format!("198.51.{n}.7").parse().unwrap(),
+            ..f
+        };
         seen.insert(chosen(&snap, &g));
     }
     assert_eq!(seen.len(), 3, "different networks spread over the mirrors");
@@ -376,11 +616,26 @@ fn fallbacks_nearest_first_and_never_downgraded() {
     let mut w = World::new(vec![lyon()]);
     w.holds("lyon", &[]);
     let snap = w.snapshot();
-    let us = ClientGeo { country: cc("US"), continent: Some(Continent::NA), point: None, asn: None };
-    assert_eq!(select(&facts("pool/a.deb", us), &snap).outcome, Outcome::Fallback(0));
+    let us = ClientGeo {
+        country: cc("US"),
+        continent: Some(Continent::NA),
+        point: None,
+        asn: None,
+    };
+    assert_eq!(
+        select(&facts("pool/a.deb", us), &snap).outcome,
+        Outcome::Fallback(0)
+    );
     let mut f = facts("pool/a.deb", us);
     f.https_only = true;
-    assert_eq!(select(&f, &snap).outcome, Outcome::Fallback(1), "the US origin is http only");
+    assert_eq!(
+        select(&f, &snap).outcome,
+        Outcome::Fallback(1),
+        "the US origin is http only"
+    );
     w.fleet.projects[0].fallbacks.clear();
-    assert_eq!(select(&facts("pool/a.deb", us), &w.snapshot()).outcome, Outcome::Unavailable);
+    assert_eq!(
+        select(&facts("pool/a.deb", us), &w.snapshot()).outcome,
+        Outcome::Unavailable
+    );
 }
