@@ -5,5 +5,11 @@
 //! It never talks to the store on the request path: [`snapshot`] is rebuilt off the path and
 //! swapped whole; [`select`] is a pure function of (request facts, snapshot).
 
+pub mod facts;
+pub mod geo;
+pub mod metrics;
+pub mod respond;
 pub mod select;
+pub mod server;
 pub mod snapshot;
+pub mod stats;

@@ -1,1 +1,150 @@
-fn main() {}
+//! `mirrorfleet-redirector`: parses its configuration once (clap names every bad flag with its
+//! value), opens the store and the GeoIP databases, binds every listener, and serves until
+//! SIGINT or SIGTERM. Exit codes: 0 after a clean shutdown, 2 when it could not start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ipnet::IpNet;
+use mirrorfleet_redirector::geo::Geo;
+use mirrorfleet_redirector::server::{self, Config};
+use mirrorfleet_store::{AnyStore, EmbeddedStore, RedisConfig, RedisStore, RedisTarget};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mirrorfleet-redirector",
+    version,
+    about = "Sends each download to the best mirror"
+)]
+struct Args {
+    /// Address to listen on (repeat for several; `[::]:8080` also accepts IPv4).
+    #[arg(
+        long,
+        default_value = "[::]:8080",
+        env = "MIRRORFLEET_LISTEN",
+        value_delimiter = ','
+    )]
+    listen: Vec<SocketAddr>,
+    /// Redis URL.
+    #[arg(long, env = "MIRRORFLEET_REDIS")]
+    redis: Option<String>,
+    /// Sentinel URLs, with --sentinel-master.
+    #[arg(
+        long,
+        env = "MIRRORFLEET_SENTINELS",
+        value_delimiter = ',',
+        requires = "sentinel_master"
+    )]
+    sentinel: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    #[arg(long, env = "MIRRORFLEET_SENTINEL_MASTER")]
+    sentinel_master: Option<String>,
+    /// Embedded store directory (instead of Redis).
+    #[arg(long, env = "MIRRORFLEET_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// GeoIP City or Country database (MaxMind format).
+    #[arg(long, env = "MIRRORFLEET_GEOIP_CITY")]
+    geoip_city: Option<PathBuf>,
+    /// GeoIP ASN database (MaxMind format).
+    #[arg(long, env = "MIRRORFLEET_GEOIP_ASN")]
+    geoip_asn: Option<PathBuf>,
+    /// A proxy (CIDR) whose X-Forwarded-For / Forwarded / X-Forwarded-Proto are believed.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MIRRORFLEET_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpNet>,
+    /// Keep each client network on one mirror (rendezvous hashing) instead of drawing per request.
+    #[arg(long, env = "MIRRORFLEET_STICKY")]
+    sticky: bool,
+    /// Log as JSON lines.
+    #[arg(long, env = "MIRRORFLEET_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mirrorfleet-redirector: error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mirrorfleet-redirector: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let store = if let Some(url) = &args.redis {
+        AnyStore::Redis(RedisStore::connect(RedisConfig::new(RedisTarget::Url(url.clone()))).await?)
+    } else if let Some(master) = &args.sentinel_master {
+        let target = RedisTarget::Sentinel {
+            sentinels: args.sentinel.clone(),
+            master: master.clone(),
+        };
+        AnyStore::Redis(RedisStore::connect(RedisConfig::new(target)).await?)
+    } else if let Some(dir) = &args.state_dir {
+        AnyStore::Embedded(EmbeddedStore::open(dir)?)
+    } else {
+        anyhow::bail!(
+            "no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"
+        );
+    };
+    let geo = Geo::open(args.geoip_city.clone(), args.geoip_asn.clone())?;
+    let mut listeners = Vec::new();
+    for addr in &args.listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "listening");
+        listeners.push(l);
+    }
+    let config = Config {
+        trusted_proxies: args.trusted_proxies.clone(),
+        sticky: args.sticky,
+        ..Config::default()
+    };
+    server::run(listeners, store, geo, config, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}

@@ -218,6 +218,18 @@ impl FileIndex {
             .map(|i| self.entry(i))
     }
 
+    /// The position of a file (for [`FileIndex::get`]), by path.
+    pub fn position(&self, path: &str) -> Option<usize> {
+        self.slots
+            .binary_search_by(|s| self.path_of(s).cmp(path))
+            .ok()
+    }
+
+    /// The file at `position` (in path order).
+    pub fn get(&self, position: usize) -> Option<FileEntry<'_>> {
+        (position < self.slots.len()).then(|| self.entry(position))
+    }
+
     /// Every file, in path order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = FileEntry<'_>> + '_ {
         (0..self.slots.len()).map(|i| self.entry(i))

@@ -1,0 +1,154 @@
+//! Prometheus metrics, hand-rolled on atomics so the request path only increments counters:
+//! requests by outcome (a fixed set of labels), a latency histogram, redirects per mirror
+//! (filled by the stats task, off the request path). No per-file or per-IP labels.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Request outcomes, the only values of the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 302 to a mirror.
+    Redirect,
+    /// 302 to a fallback.
+    Fallback,
+    /// JSON answer.
+    Json,
+    /// Mirror list page.
+    Mirrorlist,
+    /// Checksum answer.
+    Checksum,
+    /// 404.
+    NotFound,
+    /// 503.
+    Unavailable,
+    /// 400, 405, 414.
+    BadRequest,
+    /// Health, readiness and metrics endpoints.
+    Admin,
+}
+
+const OUTCOMES: [(Outcome, &str); 9] = [
+    (Outcome::Redirect, "redirect"),
+    (Outcome::Fallback, "fallback"),
+    (Outcome::Json, "json"),
+    (Outcome::Mirrorlist, "mirrorlist"),
+    (Outcome::Checksum, "checksum"),
+    (Outcome::NotFound, "not_found"),
+    (Outcome::Unavailable, "unavailable"),
+    (Outcome::BadRequest, "bad_request"),
+    (Outcome::Admin, "admin"),
+];
+
+const BUCKETS_US: [u64; 12] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+
+/// The redirector's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [AtomicU64; 9],
+    latency: [AtomicU64; 12],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    /// Stats events dropped because the stats channel was full.
+    pub stats_dropped: AtomicU64,
+    /// Stats flushes that failed (kept for the next flush).
+    pub stats_flush_errors: AtomicU64,
+    /// Snapshot generation.
+    pub generation: AtomicU64,
+    /// Redirects per mirror name (bounded by the fleet's size).
+    pub per_mirror: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn observe(&self, outcome: Outcome, took: Duration) {
+        let i = OUTCOMES
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(0);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+        let us = took.as_micros() as u64;
+        if let Some(b) = BUCKETS_US.iter().position(|b| us <= *b) {
+            self.latency[b].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Requests counted with `outcome`.
+    pub fn requests(&self, outcome: Outcome) -> u64 {
+        OUTCOMES
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .map_or(0, |i| self.requests[i].load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        s.push_str("# HELP mirrorfleet_requests_total Requests by outcome.\n# TYPE mirrorfleet_requests_total counter\n");
+        for (i, (_, label)) in OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "mirrorfleet_requests_total{{outcome=\"{label}\"}} {}",
+                self.requests[i].load(Ordering::Relaxed)
+            );
+        }
+        s.push_str("# HELP mirrorfleet_request_duration_seconds Time to answer a request.\n# TYPE mirrorfleet_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS_US.iter().enumerate() {
+            cumulative += self.latency[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                s,
+                "mirrorfleet_request_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *b as f64 / 1e6
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "mirrorfleet_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "mirrorfleet_request_duration_seconds_sum {}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "mirrorfleet_request_duration_seconds_count {count}");
+        s.push_str("# HELP mirrorfleet_redirects_total Redirects per mirror.\n# TYPE mirrorfleet_redirects_total counter\n");
+        if let Ok(m) = self.per_mirror.lock() {
+            for (name, n) in m.iter() {
+                let _ = writeln!(s, "mirrorfleet_redirects_total{{mirror=\"{name}\"}} {n}");
+            }
+        }
+        for (name, help, v) in [
+            (
+                "mirrorfleet_stats_dropped_total",
+                "Stats events dropped (channel full).",
+                &self.stats_dropped,
+            ),
+            (
+                "mirrorfleet_stats_flush_errors_total",
+                "Stats flushes that failed.",
+                &self.stats_flush_errors,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP mirrorfleet_snapshot_generation State generation served.\n# TYPE mirrorfleet_snapshot_generation gauge\nmirrorfleet_snapshot_generation {}",
+            self.generation.load(Ordering::Relaxed)
+        );
+        s
+    }
+}

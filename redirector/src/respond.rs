@@ -1,0 +1,335 @@
+//! Turning a decision into an HTTP answer: `302` with `Location`, `Link: rel=duplicate`
+//! alternates (RFC 6249), `Digest` (RFC 3230) and `Repr-Digest` (RFC 9530); JSON; the mirror
+//! list page; checksums; errors. URLs are built from a mirror's or fallback's base URL and the
+//! file's path re-encoded segment by segment, so no request can produce a URL outside a
+//! configured base.
+
+use std::fmt::Write;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use mirrorfleet_crds::state::{FileEntry, HashKind};
+use serde_json::json;
+
+use crate::select::{ClientGeo, Decision};
+use crate::snapshot::Snapshot;
+
+/// A response body.
+pub type Body = Full<Bytes>;
+
+/// Percent-encodes a relative path, segment by segment.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 8);
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for b in seg.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+                out.push(b as char);
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// A plain-text answer.
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// `503` with `Retry-After`.
+pub fn unavailable(why: &str) -> Response<Body> {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    r
+}
+
+fn b64(d: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The URL of `path` on the decision's choice `i`.
+pub fn choice_url(
+    snap: &Snapshot,
+    project: usize,
+    d: &Decision<'_>,
+    i: usize,
+    path: &str,
+) -> Option<String> {
+    let c = d.choices.get(i)?;
+    let carrier = snap.projects.get(project)?.carriers.get(c.carrier)?;
+    let base = if c.https {
+        carrier.https.as_deref()
+    } else {
+        carrier.http.as_deref()
+    }?;
+    Some(format!("{base}{}", encode_path(path)))
+}
+
+fn digest_headers(r: &mut Response<Body>, file: &FileEntry<'_>) {
+    let mut digest = Vec::new();
+    let mut repr = Vec::new();
+    for (kind, name, repr_name) in [
+        (HashKind::Sha256, "SHA-256", "sha-256"),
+        (HashKind::Sha1, "SHA", "sha"),
+        (HashKind::Md5, "MD5", "md5"),
+    ] {
+        if let Some(d) = file.digest(kind) {
+            digest.push(format!("{name}={}", b64(d)));
+            repr.push(format!("{repr_name}=:{}:", b64(d)));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&digest.join(",")) {
+        if !digest.is_empty() {
+            r.headers_mut().insert("digest", v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&repr.join(", ")) {
+        if !repr.is_empty() {
+            r.headers_mut().insert("repr-digest", v);
+        }
+    }
+}
+
+/// `302` to `location` with the mirror answers' headers.
+pub fn redirect(
+    location: &str,
+    snap: &Snapshot,
+    project: usize,
+    d: &Decision<'_>,
+    path: &str,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::FOUND;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    for i in 1..d.choices.len().min(5) {
+        let Some(url) = choice_url(snap, project, d, i, path) else {
+            continue;
+        };
+        let m = &snap.mirrors[d.choices[i].mirror];
+        let geo = m
+            .country
+            .map(|c| format!("; geo={}", String::from_utf8_lossy(&c).to_ascii_lowercase()))
+            .unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=duplicate; pri={i}{geo}")) {
+            h.append(header::LINK, v);
+        }
+    }
+    if let Some(file) = &d.file {
+        digest_headers(&mut r, file);
+    }
+    r
+}
+
+/// `?sha256` and friends: `<hex>  <name>` as `sha256sum` prints it.
+pub fn checksum(file: Option<&FileEntry<'_>>, kind: HashKind) -> Response<Body> {
+    match file.and_then(|f| f.digest(kind).map(|d| (f, d))) {
+        Some((f, d)) => {
+            let name = f.path.rsplit('/').next().unwrap_or(f.path);
+            text(StatusCode::OK, format!("{}  {name}\n", hex(d)))
+        }
+        None => text(StatusCode::NOT_FOUND, "no such checksum for this file\n"),
+    }
+}
+
+fn file_json(file: &FileEntry<'_>) -> serde_json::Value {
+    let mut v = json!({ "path": file.path, "size": file.size, "mtime": file.mtime });
+    for (kind, name) in [
+        (HashKind::Sha256, "sha256"),
+        (HashKind::Sha1, "sha1"),
+        (HashKind::Md5, "md5"),
+    ] {
+        if let Some(d) = file.digest(kind) {
+            v[name] = json!(hex(d));
+        }
+    }
+    v
+}
+
+fn client_json(ip: std::net::IpAddr, geo: &ClientGeo) -> serde_json::Value {
+    json!({
+        "ip": ip.to_string(),
+        "country": geo.country.map(|c| String::from_utf8_lossy(&c).into_owned()),
+        "continent": geo.continent.map(|c| c.code()),
+        "asn": geo.asn,
+    })
+}
+
+/// The JSON answer: the file, the client, the chosen mirror and the alternatives (and, with
+/// `explain`, every excluded mirror with why). Never contacts or private notes: the snapshot
+/// does not hold them.
+pub fn json(
+    snap: &Snapshot,
+    project: usize,
+    d: &Decision<'_>,
+    path: &str,
+    ip: std::net::IpAddr,
+    geo: &ClientGeo,
+    fallback: Option<String>,
+) -> Response<Body> {
+    let mirrors: Vec<serde_json::Value> = d
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let m = &snap.mirrors[c.mirror];
+            json!({
+                "name": m.state.name,
+                "url": choice_url(snap, project, d, i, path),
+                "sponsor": m.sponsor.0,
+                "sponsorUrl": m.sponsor.1,
+                "country": m.country.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                "distanceKm": c.distance_km.map(|x| x.round()),
+                "tier": format!("{:?}", c.tier),
+                "share": (c.share * 1000.0).round() / 1000.0,
+            })
+        })
+        .collect();
+    let excluded: Vec<serde_json::Value> = d
+        .excluded
+        .iter()
+        .map(|(m, why)| json!({ "name": snap.mirrors[*m].state.name, "reason": why.to_string() }))
+        .collect();
+    let body = json!({
+        "file": d.file.as_ref().map(file_json),
+        "client": client_json(ip, geo),
+        "mirror": mirrors.first(),
+        "alternatives": mirrors.get(1..).unwrap_or_default(),
+        "excluded": excluded,
+        "fallback": fallback,
+    });
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(&body).unwrap_or_default(),
+    )));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    r
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The `?mirrorlist` page: the file, its hashes, every usable mirror with distance and share,
+/// and every excluded mirror with why.
+pub fn mirrorlist(
+    snap: &Snapshot,
+    project: usize,
+    d: &Decision<'_>,
+    path: &str,
+    ip: std::net::IpAddr,
+    geo: &ClientGeo,
+) -> Response<Body> {
+    let mut h = String::with_capacity(8192);
+    let title = esc(path);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Mirrors for {title}</title>"
+    );
+    h.push_str("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}code{font-size:90%}</style></head><body>");
+    let _ = write!(h, "<h1>{title}</h1>");
+    if let Some(f) = &d.file {
+        let _ = write!(h, "<p>Size: {} bytes</p><ul>", f.size);
+        for (kind, name) in [
+            (HashKind::Sha256, "SHA-256"),
+            (HashKind::Sha1, "SHA-1"),
+            (HashKind::Md5, "MD5"),
+        ] {
+            if let Some(dg) = f.digest(kind) {
+                let _ = write!(h, "<li>{name}: <code>{}</code></li>", hex(dg));
+            }
+        }
+        h.push_str("</ul>");
+    }
+    let country = geo
+        .country
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let _ = write!(
+        h,
+        "<p>Your address: {} (country {}, AS {})</p>",
+        esc(&ip.to_string()),
+        esc(&country),
+        geo.asn.map_or("unknown".into(), |a| a.to_string())
+    );
+    h.push_str("<h2>Mirrors</h2><table><tr><th>#</th><th>Mirror</th><th>Sponsor</th><th>Country</th><th>Distance</th><th>Rank</th><th>Share</th><th>URL</th></tr>");
+    for (i, c) in d.choices.iter().enumerate() {
+        let m = &snap.mirrors[c.mirror];
+        let url = choice_url(snap, project, d, i, path).unwrap_or_default();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:.0} %</td><td><a href=\"{u}\">{u}</a></td></tr>",
+            i + 1,
+            esc(&m.state.name),
+            esc(&m.sponsor.0),
+            m.country
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+                .unwrap_or_default(),
+            c.distance_km.map_or("?".into(), |x| format!("{x:.0} km")),
+            c.tier,
+            c.share * 100.0,
+            u = esc(&url)
+        );
+    }
+    h.push_str("</table>");
+    if !d.excluded.is_empty() {
+        h.push_str("<h2>Not used</h2><table><tr><th>Mirror</th><th>Why</th></tr>");
+        for (m, why) in &d.excluded {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td></tr>",
+                esc(&snap.mirrors[*m].state.name),
+                esc(&why.to_string())
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</body></html>");
+    let mut r = Response::new(Full::new(Bytes::from(h)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    r
+}

@@ -1,0 +1,513 @@
+//! The HTTP server: hyper 1.x (HTTP/1.1 and h2c on the same port), one task per listener,
+//! graceful shutdown (stop accepting, drain with a deadline, flush stats). Handlers borrow the
+//! current snapshot from an [`ArcSwap`] — no lock, no await on shared state — decide with
+//! [`select`], and answer with [`respond`].
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use ipnet::IpNet;
+use mirrorfleet_crds::state::HashKind;
+use mirrorfleet_store::Store;
+use tokio::net::TcpListener;
+
+use crate::geo::Geo;
+use crate::metrics::{Metrics, Outcome as M};
+use crate::respond::{self, Body};
+use crate::select::{self, Facts, Outcome};
+use crate::snapshot::Snapshot;
+use crate::stats::{self, Stats};
+
+/// Longest request path accepted.
+const MAX_PATH: usize = 4096;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Keep one client network on one mirror.
+    pub sticky: bool,
+    /// How often stats are flushed.
+    pub stats_every: Duration,
+    /// How often the full state is compared with the store, as a safety net for events.
+    pub resync_every: Duration,
+    /// How often GeoIP files are checked for changes.
+    pub geo_every: Duration,
+    /// How long connections may drain on shutdown.
+    pub drain: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            trusted_proxies: vec![],
+            sticky: false,
+            stats_every: Duration::from_secs(1),
+            resync_every: Duration::from_secs(30),
+            geo_every: Duration::from_secs(60),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Debug)]
+pub struct App {
+    /// The snapshot served.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// GeoIP.
+    pub geo: Geo,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    stats: Stats,
+    config: Config,
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) ^ (&0u8 as *const u8 as u64)
+    );
+}
+
+fn random() -> u64 {
+    RNG.with(|r| {
+        let mut x = r.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        r.set(x);
+        x
+    })
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Decodes and checks a request path: percent-decoding, no NUL or control characters, no `.`
+/// or `..` segments, empty segments collapsed.
+pub fn clean_path(raw: &str) -> Result<String, StatusCode> {
+    if raw.len() > MAX_PATH {
+        return Err(StatusCode::URI_TOO_LONG);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .ok_or(StatusCode::BAD_REQUEST)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| StatusCode::BAD_REQUEST)?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| StatusCode::BAD_REQUEST)?;
+    if s.chars().any(char::is_control) {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let mut clean = String::with_capacity(s.len());
+    for seg in s.split('/').filter(|s| !s.is_empty()) {
+        if seg == "." || seg == ".." {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        clean.push('/');
+        clean.push_str(seg);
+    }
+    if s.ends_with('/') || clean.is_empty() {
+        clean.push('/');
+    }
+    Ok(clean)
+}
+
+fn query_has(query: &str, key: &str) -> bool {
+    query.split('&').any(|kv| kv.split('=').next() == Some(key))
+}
+
+fn query_value<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
+}
+
+impl App {
+    /// Creates the handlers' state; `stats` comes from [`stats::start`].
+    pub fn new(geo: Geo, metrics: Arc<Metrics>, stats: Stats, config: Config) -> App {
+        App {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            geo,
+            metrics,
+            stats,
+            config,
+        }
+    }
+
+    /// Answers one request.
+    pub fn answer(&self, peer: IpAddr, req: &Request<Incoming>) -> (Response<Body>, M) {
+        let head_or_get = req.method() == Method::GET || req.method() == Method::HEAD;
+        let raw = req.uri().path();
+        match raw {
+            "/healthz" => return (respond::text(StatusCode::OK, "ok\n"), M::Admin),
+            "/readyz" => {
+                let ready = self.snapshot.load().loaded;
+                let r = if ready {
+                    respond::text(StatusCode::OK, "ready\n")
+                } else {
+                    respond::unavailable("no fleet state loaded yet")
+                };
+                return (r, M::Admin);
+            }
+            "/metrics" => {
+                return (
+                    respond::text(StatusCode::OK, self.metrics.render()),
+                    M::Admin,
+                );
+            }
+            _ => {}
+        }
+        if !head_or_get {
+            let mut r = respond::text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return (r, M::BadRequest);
+        }
+        let path = match clean_path(raw) {
+            Ok(p) => p,
+            Err(status) => return (respond::text(status, "bad request path\n"), M::BadRequest),
+        };
+        let snap = self.snapshot.load_full();
+        if !snap.loaded {
+            return (
+                respond::unavailable("no fleet state loaded yet"),
+                M::Unavailable,
+            );
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let Some((project, rel)) = snap.route(host, &path) else {
+            return (
+                respond::text(StatusCode::NOT_FOUND, "not found\n"),
+                M::NotFound,
+            );
+        };
+        let query = req.uri().query().unwrap_or("");
+        let headers = req.headers();
+        let mut ip = crate::facts::client_ip(peer, headers, &self.config.trusted_proxies);
+        let mirrorlist = query_has(query, "mirrorlist");
+        if mirrorlist {
+            if let Some(from) = query_value(query, "fromip").and_then(|v| v.parse().ok()) {
+                ip = from;
+            }
+        }
+        let geo = self.geo.lookup(ip);
+        let wants_json = query_has(query, "json")
+            || headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("application/json"));
+        let checksum = [
+            ("sha256", HashKind::Sha256),
+            ("sha1", HashKind::Sha1),
+            ("md5", HashKind::Md5),
+        ]
+        .into_iter()
+        .find(|(k, _)| query_has(query, k));
+        let facts = Facts {
+            project,
+            path: rel,
+            https_only: crate::facts::came_over_https(peer, headers, &self.config.trusted_proxies),
+            ip,
+            geo,
+            now: now(),
+            random: random(),
+            sticky: self.config.sticky,
+            explain: mirrorlist || wants_json,
+        };
+        let d = select::select(&facts, &snap);
+        if let Some((_, kind)) = checksum {
+            let r = respond::checksum(d.file.as_ref(), kind);
+            let m = if r.status() == StatusCode::OK {
+                M::Checksum
+            } else {
+                M::NotFound
+            };
+            return (r, m);
+        }
+        let fallback_url = |i: usize| {
+            snap.projects[project]
+                .state
+                .fallbacks
+                .get(i)
+                .map(|f| format!("{}{}", f.url, respond::encode_path(rel)))
+        };
+        if mirrorlist {
+            return (
+                respond::mirrorlist(&snap, project, &d, rel, ip, &geo),
+                M::Mirrorlist,
+            );
+        }
+        if wants_json && d.outcome != Outcome::NotFound {
+            let fb = match d.outcome {
+                Outcome::Fallback(i) => fallback_url(i),
+                _ => None,
+            };
+            return (
+                respond::json(&snap, project, &d, rel, ip, &geo, fb),
+                M::Json,
+            );
+        }
+        match d.outcome {
+            Outcome::NotFound => (
+                respond::text(StatusCode::NOT_FOUND, "not found\n"),
+                M::NotFound,
+            ),
+            Outcome::Unavailable => (
+                respond::unavailable("no mirror and no fallback can serve this file right now"),
+                M::Unavailable,
+            ),
+            Outcome::Fallback(i) => {
+                let Some(url) = fallback_url(i) else {
+                    return (respond::unavailable("no fallback"), M::Unavailable);
+                };
+                if req.method() == Method::GET {
+                    if let Some(pos) = d
+                        .file
+                        .as_ref()
+                        .and_then(|f| snap.projects[project].index.as_deref()?.position(f.path))
+                    {
+                        self.stats.count(stats::Event {
+                            snap: snap.clone(),
+                            project,
+                            file: pos,
+                            mirror: None,
+                            country: geo.country,
+                            at: facts.now,
+                        });
+                    }
+                }
+                (
+                    respond::redirect(&url, &snap, project, &d, rel),
+                    M::Fallback,
+                )
+            }
+            Outcome::Mirror => {
+                let Some(url) = respond::choice_url(&snap, project, &d, 0, rel) else {
+                    return (
+                        respond::unavailable("the chosen mirror has no URL"),
+                        M::Unavailable,
+                    );
+                };
+                if req.method() == Method::GET {
+                    if let Some(pos) = d
+                        .file
+                        .as_ref()
+                        .and_then(|f| snap.projects[project].index.as_deref()?.position(f.path))
+                    {
+                        let mirror = Some(d.choices[0].mirror);
+                        self.stats.count(stats::Event {
+                            snap: snap.clone(),
+                            project,
+                            file: pos,
+                            mirror,
+                            country: geo.country,
+                            at: facts.now,
+                        });
+                    }
+                }
+                (
+                    respond::redirect(&url, &snap, project, &d, rel),
+                    M::Redirect,
+                )
+            }
+        }
+    }
+}
+
+/// Keeps `app`'s snapshot current from `store` until the returned task is dropped.
+pub async fn follow_store<S: Store + Clone>(
+    app: Arc<App>,
+    store: S,
+    resync_every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = mirrorfleet_store::follow(store, resync_every).await;
+    tokio::spawn(async move {
+        loop {
+            let state = rx.borrow_and_update().clone();
+            if state.fleet.is_some() {
+                let snap = Snapshot::build(&state);
+                app.metrics
+                    .generation
+                    .store(snap.generation, std::sync::atomic::Ordering::Relaxed);
+                app.snapshot.store(Arc::new(snap));
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Runs the server on `listeners` until `shutdown` resolves, then drains and flushes stats.
+pub async fn run<S: Store + Clone>(
+    listeners: Vec<TcpListener>,
+    store: S,
+    geo: Geo,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Arc<App> {
+    let metrics = Arc::new(Metrics::default());
+    let (stats, stop_stats) = stats::start(store.clone(), metrics.clone(), config.stats_every);
+    let app = Arc::new(App::new(geo, metrics, stats, config.clone()));
+    let follower = follow_store(app.clone(), store, config.resync_every).await;
+    let geo_app = app.clone();
+    let geo_every = config.geo_every;
+    let geo_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(geo_every);
+        loop {
+            tick.tick().await;
+            match geo_app.geo.reload_if_changed() {
+                Ok(true) => tracing::info!("GeoIP databases reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %mirrorfleet_store::error_chain(&e), "GeoIP reload failed; keeping the old databases")
+                }
+            }
+        }
+    });
+    let graceful = Arc::new(GracefulShutdown::new());
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut accept_tasks = Vec::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for listener in listeners {
+        let app = app.clone();
+        let builder = builder.clone();
+        let graceful = graceful.clone();
+        let mut stop = stop_rx.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(handle(&app, peer, req)) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    match Arc::try_unwrap(graceful) {
+        Ok(graceful) => {
+            if tokio::time::timeout(config.drain, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(deadline = ?config.drain, "connections still open after the drain deadline; closing them");
+            }
+        }
+        Err(_) => tracing::warn!("accept loops still hold the shutdown handle; not draining"),
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    if stop_stats.send(done_tx).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
+    }
+    follower.abort();
+    geo_task.abort();
+    app
+}
+
+fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let (mut resp, outcome) = app.answer(peer.ip(), &req);
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("mirrorfleet"));
+    if req.method() == Method::HEAD {
+        *resp.body_mut() = Body::default();
+    }
+    app.metrics.observe(outcome, started.elapsed());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned_or_refused() {
+        assert_eq!(
+            clean_path("/debian//pool/./x").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            clean_path("/debian//pool///x.deb").unwrap(),
+            "/debian/pool/x.deb"
+        );
+        assert_eq!(
+            clean_path("/debian/pool/a%20b%C3%BC.deb").unwrap(),
+            "/debian/pool/a bü.deb"
+        );
+        assert_eq!(
+            clean_path("/debian/%2e%2e/etc/passwd").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            clean_path("/debian/x%00y").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            clean_path("/debian/%zz").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            clean_path("/debian/%ff").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            clean_path(&format!("/{}", "a".repeat(5000))).unwrap_err(),
+            StatusCode::URI_TOO_LONG
+        );
+        assert_eq!(clean_path("/debian/dists/").unwrap(), "/debian/dists/");
+    }
+}

@@ -1,0 +1,452 @@
+//! The redirector over real HTTP: an embedded store with a small fleet, GeoIP databases
+//! written by the test, the server on a loopback port, and a real HTTP client.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mirrorfleet_crds::geo::Continent;
+use mirrorfleet_crds::state::index::FileRecord;
+use mirrorfleet_crds::state::stats;
+use mirrorfleet_crds::state::{
+    Availability, FallbackState, Family, FileIndex, FleetState, HashKind, HealthState,
+    LocationState, MirrorHealth, MirrorProjectState, MirrorState, ProbeScheme, ProjectState,
+    SponsorState,
+};
+use mirrorfleet_redirector::geo::Geo;
+use mirrorfleet_redirector::server::{self, Config};
+use mirrorfleet_store::{EmbeddedStore, StateWriter, Store};
+
+#[derive(serde::Serialize)]
+struct Code {
+    code: String,
+}
+#[derive(serde::Serialize)]
+struct Iso {
+    iso_code: String,
+}
+#[derive(serde::Serialize)]
+struct Loc {
+    latitude: f64,
+    longitude: f64,
+}
+#[derive(serde::Serialize)]
+struct City {
+    continent: Code,
+    country: Iso,
+    location: Loc,
+}
+#[derive(serde::Serialize)]
+struct Asn {
+    autonomous_system_number: u32,
+    autonomous_system_organization: String,
+}
+
+fn geoip(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let city = |cc: &str, cont: &str, lat, lon| City {
+        continent: Code { code: cont.into() },
+        country: Iso {
+            iso_code: cc.into(),
+        },
+        location: Loc {
+            latitude: lat,
+            longitude: lon,
+        },
+    };
+    let mut w = mmdb_writer::Writer::builder("GeoIP2-City")
+        .languages(["en"])
+        .description(&[("en", "test")])
+        .build();
+    w.insert(
+        "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &city("FR", "EU", 48.85, 2.35),
+    )
+    .unwrap();
+    w.insert(
+        "198.51.100.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &city("DE", "EU", 52.52, 13.40),
+    )
+    .unwrap();
+    w.insert(
+        "2001:db8:1::/48".parse::<ipnet::IpNet>().unwrap(),
+        &city("DE", "EU", 52.52, 13.40),
+    )
+    .unwrap();
+    let city_path = dir.join("city.mmdb");
+    std::fs::write(&city_path, w.to_bytes().unwrap()).unwrap();
+    let mut a = mmdb_writer::Writer::builder("GeoLite2-ASN")
+        .description(&[("en", "test")])
+        .build();
+    a.insert(
+        "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &Asn {
+            autonomous_system_number: 64500,
+            autonomous_system_organization: "Example".into(),
+        },
+    )
+    .unwrap();
+    let asn_path = dir.join("asn.mmdb");
+    std::fs::write(&asn_path, a.to_bytes().unwrap()).unwrap();
+    (city_path, asn_path)
+}
+
+fn mirror(name: &str, cc: &str, lat: f64, lon: f64, http_only: bool) -> MirrorState {
+    MirrorState {
+        name: name.into(),
+        sponsor: "s".into(),
+        enabled: true,
+        weight: 100,
+        ipv4: true,
+        ipv6: true,
+        location: LocationState {
+            country: Some(cc.into()),
+            continent: Some(Continent::EU),
+            latitude: Some(lat),
+            longitude: Some(lon),
+        },
+        projects: vec![MirrorProjectState {
+            project: "p".into(),
+            http: Some(format!("http://{name}.example/p/")),
+            https: (!http_only).then(|| format!("https://{name}.example/p/")),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    store: EmbeddedStore,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Arc<mirrorfleet_redirector::server::App>>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn start() -> Running {
+    let state = tempfile::tempdir().unwrap();
+    let geo_dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(state.path()).unwrap();
+    let writer = StateWriter::new(store.clone());
+    let fleet = FleetState {
+        projects: vec![ProjectState {
+            name: "p".into(),
+            path_prefix: Some("/p/".into()),
+            hosts: vec!["get.example.org".into()],
+            hashes: vec![HashKind::Sha256],
+            fallbacks: vec![FallbackState {
+                url: "https://origin.example/p/".into(),
+                country: None,
+                continent: None,
+            }],
+            ..Default::default()
+        }],
+        mirrors: vec![
+            mirror("lyon", "FR", 45.76, 4.84, false),
+            mirror("berlin", "DE", 52.5, 13.4, false),
+            mirror("plain", "NL", 52.37, 4.9, true),
+        ],
+        sponsors: vec![SponsorState {
+            name: "s".into(),
+            display_name: "Sponsor".into(),
+            ..Default::default()
+        }],
+        rules: vec![],
+    };
+    writer.write_fleet(&fleet).await.unwrap();
+    let records = vec![
+        FileRecord {
+            path: "pool/a b.deb".into(),
+            size: 3,
+            mtime: 1,
+            digests: vec![Some(vec![0xab; 32])],
+        },
+        FileRecord {
+            path: "pool/only-origin.deb".into(),
+            size: 4,
+            mtime: 1,
+            digests: vec![None],
+        },
+    ];
+    let index = FileIndex::build("p", "s1", &[HashKind::Sha256], records, None);
+    writer.write_index(&index, 1).await.unwrap();
+    let a_b = index.find("pool/a b.deb").unwrap().id;
+    for m in ["lyon", "berlin", "plain"] {
+        let mut a = Availability {
+            mirror: m.into(),
+            project: "p".into(),
+            ..Default::default()
+        };
+        a.present.insert(a_b);
+        writer.write_availability(&a).await.unwrap();
+    }
+    let (city, asn) = geoip(geo_dir.path());
+    let geo = Geo::open(Some(city), Some(asn)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = Config {
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        stats_every: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let s = store.clone();
+    let done = tokio::spawn(async move {
+        server::run(vec![listener], s, geo, config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let running = Running {
+        addr,
+        store,
+        stop: Some(stop),
+        done,
+        _dirs: (state, geo_dir),
+    };
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the redirector never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get(r: &Running, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(format!("http://{}{path}", r.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_answers_and_stats() {
+    let mut r = start().await;
+    let paris = [("x-forwarded-for", "192.0.2.7")];
+    let resp = get(&r, "/p/pool/a%20b.deb", &paris).await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        location(&resp),
+        "https://lyon.example/p/pool/a%20b.deb",
+        "a Paris client goes to Lyon over HTTPS"
+    );
+    assert_eq!(resp.headers()["cache-control"], "private, no-cache");
+    assert_eq!(
+        resp.headers()["digest"],
+        "SHA-256=q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="
+    );
+    assert_eq!(
+        resp.headers()["repr-digest"],
+        "sha-256=:q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=:"
+    );
+    let links: Vec<&str> = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        links.iter().any(|l| l
+            .starts_with("<https://berlin.example/p/pool/a%20b.deb>; rel=duplicate; pri=")
+            && l.ends_with("geo=de")),
+        "{links:?}"
+    );
+
+    let berlin = get(
+        &r,
+        "/p/pool/a%20b.deb",
+        &[("x-forwarded-for", "198.51.100.9")],
+    )
+    .await;
+    assert_eq!(location(&berlin), "https://berlin.example/p/pool/a%20b.deb");
+    let by_host = client()
+        .get(format!("http://{}/pool/a%20b.deb", r.addr))
+        .header("host", "get.example.org")
+        .header("x-forwarded-for", "192.0.2.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        location(&by_host),
+        "https://lyon.example/p/pool/a%20b.deb",
+        "host routing"
+    );
+
+    let json: serde_json::Value = get(
+        &r,
+        "/p/pool/a%20b.deb",
+        &[
+            ("x-forwarded-for", "192.0.2.7"),
+            ("accept", "application/json"),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .map(|t| serde_json::from_str(&t).unwrap())
+    .unwrap();
+    assert_eq!(json["mirror"]["name"], "lyon");
+    assert_eq!(json["client"]["country"], "FR");
+    assert_eq!(json["client"]["asn"], 64500);
+    assert_eq!(json["file"]["sha256"], "ab".repeat(32));
+    assert_eq!(json["alternatives"].as_array().unwrap().len(), 2);
+
+    let html = get(&r, "/p/pool/a%20b.deb?mirrorlist", &paris)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("lyon") && html.contains("berlin") && html.contains("Size: 3 bytes"),
+        "{html}"
+    );
+    let sum = get(&r, "/p/pool/a%20b.deb?sha256", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sum, format!("{}  a b.deb\n", "ab".repeat(32)));
+
+    assert_eq!(get(&r, "/p/pool/missing.deb", &[]).await.status(), 404);
+    assert_eq!(
+        get(&r, "/p/pool/..%2f..%2fetc/passwd", &[]).await.status(),
+        400
+    );
+    assert_eq!(get(&r, "/nowhere/x", &[]).await.status(), 404);
+    let fallback = get(&r, "/p/pool/only-origin.deb", &paris).await;
+    assert_eq!(
+        (fallback.status().as_u16(), location(&fallback)),
+        (
+            302,
+            "https://origin.example/p/pool/only-origin.deb".to_owned()
+        )
+    );
+    let post = client()
+        .post(format!("http://{}/p/pool/a%20b.deb", r.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    let head = client()
+        .head(format!("http://{}/p/pool/a%20b.deb", r.addr))
+        .header("x-forwarded-for", "192.0.2.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 302);
+
+    // A client behind an HTTPS proxy never gets the HTTP-only mirror, whatever the draw.
+    for _ in 0..20 {
+        let resp = get(&r, "/p/pool/a%20b.deb", &[("x-forwarded-proto", "https")]).await;
+        assert!(
+            location(&resp).starts_with("https://"),
+            "{}",
+            location(&resp)
+        );
+    }
+
+    // A mirror going down stops receiving redirects within about a second.
+    let writer = StateWriter::new(r.store.clone());
+    let down = |m: &str| MirrorHealth {
+        mirror: m.into(),
+        entries: [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .flat_map(|f| {
+                [ProbeScheme::Http, ProbeScheme::Https].map(|s| HealthState {
+                    scheme: s,
+                    family: f,
+                    up: false,
+                    reason: "ConnectRefused".into(),
+                    since: 1,
+                })
+            })
+            .collect(),
+    };
+    let started = Instant::now();
+    writer.write_health(&down("lyon")).await.unwrap();
+    loop {
+        let resp = get(&r, "/p/pool/a%20b.deb", &paris).await;
+        if !location(&resp).contains("lyon") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "lyon still receives traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let metrics = get(&r, "/metrics", &[]).await.text().await.unwrap();
+    assert!(
+        metrics.contains("mirrorfleet_requests_total{outcome=\"redirect\"}"),
+        "{metrics}"
+    );
+
+    // Shutdown flushes the stats.
+    r.stop.take().unwrap().send(()).unwrap();
+    let app = (&mut r.done).await.unwrap();
+    assert!(
+        app.metrics
+            .requests(mirrorfleet_redirector::metrics::Outcome::Redirect)
+            >= 25
+    );
+    let day = chrono_day();
+    let per_mirror = r
+        .store
+        .read_stats(&stats::day_key(&day, "mirror"))
+        .await
+        .unwrap();
+    let total: u64 = per_mirror.values().sum();
+    assert!(total >= 25, "{per_mirror:?}");
+    let files = r
+        .store
+        .read_stats(&stats::day_key(&day, "file:p"))
+        .await
+        .unwrap();
+    assert!(
+        files.get("pool/a b.deb").copied().unwrap_or(0) >= 24,
+        "{files:?}"
+    );
+    let _ = HashMap::<(), ()>::new();
+}
+
+fn chrono_day() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
