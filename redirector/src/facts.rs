@@ -34,32 +34,45 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
     if !trusted(peer, proxies) {
         return peer;
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        if let Ok(v) = v.to_str() {
-            hops.extend(v.split(',').filter_map(parse_hop));
-        }
-    }
-    if hops.is_empty() {
-        for v in headers.get_all("forwarded") {
-            if let Ok(v) = v.to_str() {
-                for element in v.split(',') {
-                    for pair in element.split(';') {
-                        if let Some((k, val)) = pair.split_once('=') {
-                            if k.trim().eq_ignore_ascii_case("for") {
-                                hops.extend(parse_hop(val));
-                            }
-                        }
-                    }
+    // Walk the hops from the right: the first one that is not a trusted proxy is the client.
+    let mut client = peer;
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !xff.is_empty() {
+        for v in xff.iter().rev() {
+            for hop in v.rsplit(',').filter_map(parse_hop) {
+                client = hop.to_canonical();
+                if !trusted(client, proxies) {
+                    return client;
                 }
             }
         }
+        return client;
     }
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        client = hop.to_canonical();
-        if !trusted(client, proxies) {
-            break;
+    let fwd: Vec<&str> = headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for v in fwd.iter().rev() {
+        for element in v.rsplit(',') {
+            for pair in element.split(';') {
+                let Some((k, val)) = pair.split_once('=') else {
+                    continue;
+                };
+                if !k.trim().eq_ignore_ascii_case("for") {
+                    continue;
+                }
+                if let Some(hop) = parse_hop(val) {
+                    client = hop.to_canonical();
+                    if !trusted(client, proxies) {
+                        return client;
+                    }
+                }
+            }
         }
     }
     client

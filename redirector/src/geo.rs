@@ -85,9 +85,10 @@ fn stamp(path: &PathBuf) -> Option<(u64, SystemTime)> {
     Some((m.len(), m.modified().ok()?))
 }
 
-fn open(
-    path: &Option<PathBuf>,
-) -> Result<(Option<Reader<Vec<u8>>>, Option<(u64, SystemTime)>), GeoError> {
+/// An opened database (if configured) and the file's (size, mtime) when opened.
+type Opened = (Option<Reader<Vec<u8>>>, Option<(u64, SystemTime)>);
+
+fn open(path: &Option<PathBuf>) -> Result<Opened, GeoError> {
     let Some(p) = path else {
         return Ok((None, None));
     };
@@ -165,27 +166,27 @@ impl Geo {
     pub fn lookup(&self, ip: IpAddr) -> ClientGeo {
         let dbs = self.dbs.load();
         let mut out = ClientGeo::default();
-        if let Some(r) = &dbs.city {
-            if let Ok(Some(rec)) = r.lookup(ip).and_then(|l| l.decode::<CityRecord<'_>>()) {
-                let iso = rec
-                    .country
-                    .and_then(|c| c.iso_code)
-                    .or(rec.registered_country.and_then(|c| c.iso_code));
-                out.country = iso.and_then(cc);
-                out.continent = rec
-                    .continent
-                    .and_then(|c| c.code)
-                    .and_then(Continent::from_code)
-                    .or_else(|| iso.and_then(countries::country).map(|c| c.continent));
-                let point = rec.location.and_then(|l| l.latitude.zip(l.longitude));
-                let centroid = iso.and_then(countries::country).and_then(|c| c.centroid);
-                out.point = point.or(centroid).map(|(a, b)| unit_vector(a, b));
-            }
+        if let Some(r) = &dbs.city
+            && let Ok(Some(rec)) = r.lookup(ip).and_then(|l| l.decode::<CityRecord<'_>>())
+        {
+            let iso = rec
+                .country
+                .and_then(|c| c.iso_code)
+                .or(rec.registered_country.and_then(|c| c.iso_code));
+            out.country = iso.and_then(cc);
+            out.continent = rec
+                .continent
+                .and_then(|c| c.code)
+                .and_then(Continent::from_code)
+                .or_else(|| iso.and_then(countries::country).map(|c| c.continent));
+            let point = rec.location.and_then(|l| l.latitude.zip(l.longitude));
+            let centroid = iso.and_then(countries::country).and_then(|c| c.centroid);
+            out.point = point.or(centroid).map(|(a, b)| unit_vector(a, b));
         }
-        if let Some(r) = &dbs.asn {
-            if let Ok(Some(rec)) = r.lookup(ip).and_then(|l| l.decode::<AsnRecord>()) {
-                out.asn = rec.autonomous_system_number;
-            }
+        if let Some(r) = &dbs.asn
+            && let Ok(Some(rec)) = r.lookup(ip).and_then(|l| l.decode::<AsnRecord>())
+        {
+            out.asn = rec.autonomous_system_number;
         }
         out
     }

@@ -47,13 +47,29 @@ const BUCKETS_US: [u64; 12] = [
     25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
 ];
 
-/// The redirector's metrics.
+/// Per-thread counters, each on its own cache lines, so request threads never contend.
 #[derive(Debug, Default)]
-pub struct Metrics {
+#[repr(align(128))]
+struct Shard {
     requests: [AtomicU64; 9],
     latency: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
+}
+
+const SHARDS: usize = 16;
+
+thread_local! {
+    static SHARD: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) as usize % SHARDS
+    };
+}
+
+/// The redirector's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    shards: [Shard; SHARDS],
     /// Stats events dropped because the stats channel was full.
     pub stats_dropped: AtomicU64,
     /// Stats flushes that failed (kept for the next flush).
@@ -67,17 +83,25 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one request.
     pub fn observe(&self, outcome: Outcome, took: Duration) {
+        let shard = &self.shards[SHARD.with(|s| *s)];
         let i = OUTCOMES
             .iter()
             .position(|(o, _)| *o == outcome)
             .unwrap_or(0);
-        self.requests[i].fetch_add(1, Ordering::Relaxed);
+        shard.requests[i].fetch_add(1, Ordering::Relaxed);
         let us = took.as_micros() as u64;
         if let Some(b) = BUCKETS_US.iter().position(|b| us <= *b) {
-            self.latency[b].fetch_add(1, Ordering::Relaxed);
+            shard.latency[b].fetch_add(1, Ordering::Relaxed);
         }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        shard.latency_count.fetch_add(1, Ordering::Relaxed);
+        shard.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Requests counted with `outcome`.
@@ -85,7 +109,7 @@ impl Metrics {
         OUTCOMES
             .iter()
             .position(|(o, _)| *o == outcome)
-            .map_or(0, |i| self.requests[i].load(Ordering::Relaxed))
+            .map_or(0, |i| self.sum(|s| &s.requests[i]))
     }
 
     /// The Prometheus text exposition.
@@ -96,20 +120,20 @@ impl Metrics {
             let _ = writeln!(
                 s,
                 "mirrorfleet_requests_total{{outcome=\"{label}\"}} {}",
-                self.requests[i].load(Ordering::Relaxed)
+                self.sum(|sh| &sh.requests[i])
             );
         }
         s.push_str("# HELP mirrorfleet_request_duration_seconds Time to answer a request.\n# TYPE mirrorfleet_request_duration_seconds histogram\n");
         let mut cumulative = 0;
         for (i, b) in BUCKETS_US.iter().enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
+            cumulative += self.sum(|sh| &sh.latency[i]);
             let _ = writeln!(
                 s,
                 "mirrorfleet_request_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
                 *b as f64 / 1e6
             );
         }
-        let count = self.latency_count.load(Ordering::Relaxed);
+        let count = self.sum(|sh| &sh.latency_count);
         let _ = writeln!(
             s,
             "mirrorfleet_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -117,7 +141,7 @@ impl Metrics {
         let _ = writeln!(
             s,
             "mirrorfleet_request_duration_seconds_sum {}",
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            self.sum(|sh| &sh.latency_sum_us) as f64 / 1e6
         );
         let _ = writeln!(s, "mirrorfleet_request_duration_seconds_count {count}");
         s.push_str("# HELP mirrorfleet_redirects_total Redirects per mirror.\n# TYPE mirrorfleet_redirects_total counter\n");

@@ -100,15 +100,15 @@ fn digest_headers(r: &mut Response<Body>, file: &FileEntry<'_>) {
             repr.push(format!("{repr_name}=:{}:", b64(d)));
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&digest.join(",")) {
-        if !digest.is_empty() {
-            r.headers_mut().insert("digest", v);
-        }
+    if let Ok(v) = HeaderValue::from_str(&digest.join(","))
+        && !digest.is_empty()
+    {
+        r.headers_mut().insert("digest", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&repr.join(", ")) {
-        if !repr.is_empty() {
-            r.headers_mut().insert("repr-digest", v);
-        }
+    if let Ok(v) = HeaderValue::from_str(&repr.join(", "))
+        && !repr.is_empty()
+    {
+        r.headers_mut().insert("repr-digest", v);
     }
 }
 

@@ -217,10 +217,9 @@ impl App {
         let headers = req.headers();
         let mut ip = crate::facts::client_ip(peer, headers, &self.config.trusted_proxies);
         let mirrorlist = query_has(query, "mirrorlist");
-        if mirrorlist {
-            if let Some(from) = query_value(query, "fromip").and_then(|v| v.parse().ok()) {
-                ip = from;
-            }
+        if mirrorlist && let Some(from) = query_value(query, "fromip").and_then(|v| v.parse().ok())
+        {
+            ip = from;
         }
         let geo = self.geo.lookup(ip);
         let wants_json = query_has(query, "json")
@@ -292,21 +291,17 @@ impl App {
                 let Some(url) = fallback_url(i) else {
                     return (respond::unavailable("no fallback"), M::Unavailable);
                 };
-                if req.method() == Method::GET {
-                    if let Some(pos) = d
-                        .file
-                        .as_ref()
-                        .and_then(|f| snap.projects[project].index.as_deref()?.position(f.path))
-                    {
-                        self.stats.count(stats::Event {
-                            snap: snap.clone(),
-                            project,
-                            file: pos,
-                            mirror: None,
-                            country: geo.country,
-                            at: facts.now,
-                        });
-                    }
+                if req.method() == Method::GET
+                    && let Some(pos) = d.file_pos
+                {
+                    self.stats.count(stats::Event {
+                        snap: snap.clone(),
+                        project,
+                        file: pos,
+                        mirror: None,
+                        country: geo.country,
+                        at: facts.now,
+                    });
                 }
                 (
                     respond::redirect(&url, &snap, project, &d, rel),
@@ -320,22 +315,18 @@ impl App {
                         M::Unavailable,
                     );
                 };
-                if req.method() == Method::GET {
-                    if let Some(pos) = d
-                        .file
-                        .as_ref()
-                        .and_then(|f| snap.projects[project].index.as_deref()?.position(f.path))
-                    {
-                        let mirror = Some(d.choices[0].mirror);
-                        self.stats.count(stats::Event {
-                            snap: snap.clone(),
-                            project,
-                            file: pos,
-                            mirror,
-                            country: geo.country,
-                            at: facts.now,
-                        });
-                    }
+                if req.method() == Method::GET
+                    && let Some(pos) = d.file_pos
+                {
+                    let mirror = Some(d.choices[0].mirror);
+                    self.stats.count(stats::Event {
+                        snap: snap.clone(),
+                        project,
+                        file: pos,
+                        mirror,
+                        country: geo.country,
+                        at: facts.now,
+                    });
                 }
                 (
                     respond::redirect(&url, &snap, project, &d, rel),

@@ -396,7 +396,7 @@ impl Snapshot {
                 prefixes.push((prefix.clone(), i));
             }
         }
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         let hot = mirrors.iter().map(Hot::of).collect();
         Snapshot {
             generation,
@@ -414,6 +414,7 @@ impl Snapshot {
     /// Returns the project and the path relative to its root.
     pub fn route<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(usize, &'p str)> {
         if let Some(i) = host
+            .filter(|_| !self.hosts.is_empty())
             .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
             .and_then(|h| self.hosts.get(&h))
         {

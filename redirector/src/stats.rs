@@ -61,20 +61,24 @@ pub fn start<S: Store>(
     let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
     let m = metrics.clone();
     tokio::spawn(async move {
+        let mut pending = Pending::default();
         let mut batch = StatsBatch::default();
-        let mut day = (i64::MIN, String::new());
         let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => add(&mut batch, &ev, &m, &mut day),
+                    Some(ev) => pending.add(ev, &m),
                     None => break,
                 },
-                _ = tick.tick() => flush(&store, &mut batch, &m).await,
+                _ = tick.tick() => {
+                    pending.drain_into(&mut batch, &m);
+                    flush(&store, &mut batch, &m).await;
+                }
                 done = &mut stop_rx => {
                     while let Ok(ev) = rx.try_recv() {
-                        add(&mut batch, &ev, &m, &mut day);
+                        pending.add(ev, &m);
                     }
+                    pending.drain_into(&mut batch, &m);
                     flush(&store, &mut batch, &m).await;
                     if let Ok(done) = done {
                         let _ = done.send(());
@@ -87,41 +91,89 @@ pub fn start<S: Store>(
     (Stats { tx, metrics }, stop_tx)
 }
 
-fn add(batch: &mut StatsBatch, ev: &Event, metrics: &Metrics, day: &mut (i64, String)) {
-    if batch.len() >= MAX_PENDING {
-        metrics.stats_dropped.fetch_add(1, Ordering::Relaxed);
-        return;
+/// (generation, project, file position, mirror, country, day number).
+type Key = (u64, usize, usize, Option<usize>, Option<Cc>, i64);
+
+/// Events counted by a small copyable key until the next flush; names and day strings are
+/// built once per distinct key per flush, not once per request.
+#[derive(Default)]
+struct Pending {
+    counts: std::collections::HashMap<Key, u64>,
+    snaps: std::collections::HashMap<u64, Arc<Snapshot>>,
+}
+
+impl Pending {
+    fn add(&mut self, ev: Event, metrics: &Metrics) {
+        if self.counts.len() >= MAX_PENDING {
+            metrics.stats_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let generation = ev.snap.generation;
+        *self
+            .counts
+            .entry((
+                generation,
+                ev.project,
+                ev.file,
+                ev.mirror,
+                ev.country,
+                ev.at.div_euclid(86_400),
+            ))
+            .or_default() += 1;
+        self.snaps.entry(generation).or_insert(ev.snap);
     }
-    let Some(project) = ev.snap.projects.get(ev.project) else {
-        return;
-    };
-    let Some(file) = project.index.as_deref().and_then(|i| i.get(ev.file)) else {
-        return;
-    };
-    let mirror = match ev.mirror {
-        Some(i) => ev
-            .snap
-            .mirrors
-            .get(i)
-            .map_or("?", |m| m.state.name.as_str()),
-        None => "fallback",
-    };
-    let country = ev.country.map(|c| String::from_utf8_lossy(&c).into_owned());
-    let d = ev.at.div_euclid(86_400);
-    if day.0 != d {
-        let (y, m, dd) = civil(d);
-        *day = (d, format!("{y:04}-{m:02}-{dd:02}"));
-    }
-    batch.count(
-        &day.1,
-        &project.state.name,
-        file.path,
-        mirror,
-        country.as_deref(),
-        file.size,
-    );
-    if let Ok(mut per) = metrics.per_mirror.lock() {
-        *per.entry(mirror.to_owned()).or_default() += 1;
+
+    fn drain_into(&mut self, batch: &mut StatsBatch, metrics: &Metrics) {
+        if batch.len() >= MAX_PENDING {
+            metrics
+                .stats_dropped
+                .fetch_add(self.counts.values().sum::<u64>(), Ordering::Relaxed);
+            self.counts.clear();
+            self.snaps.clear();
+            return;
+        }
+        let mut per_mirror: std::collections::BTreeMap<String, u64> =
+            std::collections::BTreeMap::new();
+        for ((generation, project, file, mirror, country, day), n) in self.counts.drain() {
+            let Some(snap) = self.snaps.get(&generation) else {
+                continue;
+            };
+            let Some(p) = snap.projects.get(project) else {
+                continue;
+            };
+            let Some(f) = p.index.as_deref().and_then(|i| i.get(file)) else {
+                continue;
+            };
+            let mirror = match mirror {
+                Some(i) => snap.mirrors.get(i).map_or("?", |m| m.state.name.as_str()),
+                None => "fallback",
+            };
+            let (y, mo, d) = civil(day);
+            let day = format!("{y:04}-{mo:02}-{d:02}");
+            let country = country.map(|c| String::from_utf8_lossy(&c).into_owned());
+            let mut one = StatsBatch::default();
+            one.count(
+                &day,
+                &p.state.name,
+                f.path,
+                mirror,
+                country.as_deref(),
+                f.size,
+            );
+            for counters in one.counters.values_mut() {
+                for v in counters.values_mut() {
+                    *v *= n;
+                }
+            }
+            batch.merge(one);
+            *per_mirror.entry(mirror.to_owned()).or_default() += n;
+        }
+        self.snaps.clear();
+        if let Ok(mut per) = metrics.per_mirror.lock() {
+            for (k, v) in per_mirror {
+                *per.entry(k).or_default() += v;
+            }
+        }
     }
 }
 

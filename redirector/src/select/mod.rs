@@ -172,6 +172,8 @@ pub struct Decision<'s> {
     pub outcome: Outcome,
     /// The file, when the index has it.
     pub file: Option<FileEntry<'s>>,
+    /// The file's position in the project's index (for stats).
+    pub file_pos: Option<usize>,
     /// Usable mirrors, the chosen one first, then alternatives by rank.
     pub choices: Vec<Choice>,
     /// Mirrors not used, with why (only when explaining).
@@ -184,6 +186,7 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         return Decision {
             outcome: Outcome::Unavailable,
             file: None,
+            file_pos: None,
             choices: vec![],
             excluded: vec![],
         };
@@ -191,10 +194,14 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     let Some(index) = project.index.as_deref() else {
         return fallback(facts, snap, None, vec![], vec![]);
     };
-    let Some(file) = index.find(facts.path) else {
+    let Some((file_pos, file)) = index
+        .position(facts.path)
+        .and_then(|p| Some((p, index.get(p)?)))
+    else {
         return Decision {
             outcome: Outcome::NotFound,
             file: None,
+            file_pos: None,
             choices: vec![],
             excluded: vec![],
         };
@@ -372,12 +379,15 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         });
     }
     if choices.is_empty() {
-        return fallback(facts, snap, Some(file), vec![], excluded);
+        let mut d = fallback(facts, snap, Some(file), vec![], excluded);
+        d.file_pos = Some(file_pos);
+        return d;
     }
     rank(facts, snap, rules, &mut choices);
     Decision {
         outcome: Outcome::Mirror,
         file: Some(file),
+        file_pos: Some(file_pos),
         choices,
         excluded,
     }
@@ -553,6 +563,7 @@ fn fallback<'s>(
     Decision {
         outcome,
         file,
+        file_pos: None,
         choices,
         excluded,
     }
