@@ -4,6 +4,7 @@
 pub mod cmd;
 pub mod compile;
 pub mod error;
+pub mod geoip;
 pub mod manifests;
 pub mod scan;
 

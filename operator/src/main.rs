@@ -40,10 +40,29 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
+    /// GeoIP databases.
+    Geoip {
+        #[command(subcommand)]
+        what: GeoipCommand,
+    },
     /// Scan a project's source or a mirror, and write the result to the store.
     Scan {
         #[command(subcommand)]
         what: ScanCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GeoipCommand {
+    /// Build country.mmdb and asn.mmdb from Debian's libloc-database (IPFire, CC BY-SA 4.0):
+    /// no MaxMind licence needed. Coordinates are country centroids (approximate).
+    Build {
+        /// Directory to write country.mmdb and asn.mmdb into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Read this `location dump` output instead of running `location dump`.
+        #[arg(long)]
+        dump: Option<PathBuf>,
     },
 }
 
@@ -117,6 +136,26 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scan { what } => scan(what).await,
+        Command::Geoip {
+            what: GeoipCommand::Build { out, dump },
+        } => {
+            let text = match dump {
+                Some(p) => std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+                None => mirrorfleet_operator::geoip::dump_from_libloc()?,
+            };
+            std::fs::create_dir_all(&out)?;
+            let built = mirrorfleet_operator::geoip::build(&text, &out)?;
+            println!(
+                "wrote {}/country.mmdb ({} networks) and {}/asn.mmdb ({} networks); {} skipped",
+                out.display(),
+                built.countries,
+                out.display(),
+                built.asns,
+                built.skipped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate {
             paths,
             format,
