@@ -329,14 +329,18 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             exclude(c.mirror, Reason::NotScanned);
             continue;
         };
-        if mutable {
-            if !avail.holds_version(file.id, file.size, file.mtime) {
-                exclude(c.mirror, Reason::Outdated);
+        // Explaining: check now, to name the reason. Deciding: check lazily in rank order, so
+        // only the mirrors that can win are looked up.
+        if facts.explain {
+            if mutable {
+                if !avail.holds_version(file.id, file.size, file.mtime) {
+                    exclude(c.mirror, Reason::Outdated);
+                    continue;
+                }
+            } else if !avail.present.contains(file.id) {
+                exclude(c.mirror, Reason::Missing);
                 continue;
             }
-        } else if !avail.present.contains(file.id) {
-            exclude(c.mirror, Reason::Missing);
-            continue;
         }
         let network = (h.has(Hot::ASNS)
             && g.asn
@@ -378,12 +382,23 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             share: 0.0,
         });
     }
-    if choices.is_empty() {
+    let holds = |c: &Choice| {
+        project.carriers[c.carrier]
+            .avail
+            .as_deref()
+            .is_some_and(|a| {
+                if mutable {
+                    a.holds_version(file.id, file.size, file.mtime)
+                } else {
+                    a.present.contains(file.id)
+                }
+            })
+    };
+    if choices.is_empty() || !rank(facts, snap, rules, &mut choices, &holds) {
         let mut d = fallback(facts, snap, Some(file), vec![], excluded);
         d.file_pos = Some(file_pos);
         return d;
     }
-    rank(facts, snap, rules, &mut choices);
     Decision {
         outcome: Outcome::Mirror,
         file: Some(file),
@@ -408,14 +423,33 @@ fn before(a: &Choice, b: &Choice) -> std::cmp::Ordering {
 
 /// Orders `choices`: the drawn mirror first, then the rest of the nearby set by share, then
 /// the others by tier and distance (all of them when explaining, else the best few).
-fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut Vec<Choice>) {
-    // The best choice, found in one pass (no sort on the hot path).
-    let mut best = 0;
-    for i in 1..choices.len() {
-        if before(&choices[i], &choices[best]).is_lt() {
-            best = i;
+/// When not explaining, availability is checked here, lazily (`holds`): the best candidate
+/// until one holds the file, then the nearby set, then the few alternatives shown. Returns
+/// false when no candidate holds the file.
+fn rank(
+    facts: &Facts<'_>,
+    snap: &Snapshot,
+    rules: &[usize],
+    choices: &mut Vec<Choice>,
+    holds: &dyn Fn(&Choice) -> bool,
+) -> bool {
+    let lazy = !facts.explain;
+    // The best choice that holds the file, found by linear passes (no sort on the hot path).
+    let best = loop {
+        if choices.is_empty() {
+            return false;
         }
-    }
+        let mut best = 0;
+        for i in 1..choices.len() {
+            if before(&choices[i], &choices[best]).is_lt() {
+                best = i;
+            }
+        }
+        if !lazy || holds(&choices[best]) {
+            break best;
+        }
+        choices.swap_remove(best);
+    };
     let (tier, closest) = (choices[best].tier, choices[best].closeness);
     // Nearby: same tier, within 1.5 × the closest distance + 100 km (compared as cosines).
     let limit = closest.map(|dot| {
@@ -432,13 +466,19 @@ fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut Vec<C
                 (None, _) => true,
             }
     };
-    // Move the nearby set to the front.
+    // Move the nearby set (those that hold the file) to the front.
     let mut nearby = 0;
-    for i in 0..choices.len() {
+    let mut i = 0;
+    while i < choices.len() {
         if is_nearby(&choices[i]) {
+            if lazy && !holds(&choices[i]) {
+                choices.swap_remove(i);
+                continue;
+            }
             choices.swap(nearby, i);
             nearby += 1;
         }
+        i += 1;
     }
     let weight = |c: &Choice| {
         let mut w = snap.hot[c.mirror].capacity;
@@ -490,20 +530,26 @@ fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut Vec<C
         others.select_nth_unstable_by(ALTERNATIVES - 1, by_share);
         others[..ALTERNATIVES].sort_unstable_by(by_share);
     }
-    let rest = &mut choices[nearby..];
-    if facts.explain || rest.len() <= ALTERNATIVES {
-        rest.sort_by(before);
-    } else {
-        let keep = ALTERNATIVES
-            .saturating_sub(nearby.saturating_sub(1))
-            .min(rest.len());
-        if keep > 0 {
-            rest.select_nth_unstable_by(keep - 1, before);
-            rest[..keep].sort_by(before);
+    if lazy {
+        // The few alternatives shown after the nearby set, best first, each checked.
+        let mut next = nearby;
+        while next < (1 + ALTERNATIVES) && next < choices.len() {
+            let mut b = next;
+            for j in next + 1..choices.len() {
+                if before(&choices[j], &choices[b]).is_lt() {
+                    b = j;
+                }
+            }
+            if holds(&choices[b]) {
+                choices.swap(next, b);
+                next += 1;
+            } else {
+                choices.swap_remove(b);
+            }
         }
-    }
-    if !facts.explain {
-        choices.truncate((1 + ALTERNATIVES).max(nearby.min(1 + ALTERNATIVES)));
+        choices.truncate(next.max(nearby.min(1 + ALTERNATIVES)).max(1));
+    } else {
+        choices[nearby..].sort_by(before);
     }
     let origin = facts.geo.point;
     for c in choices.iter_mut() {
@@ -511,6 +557,7 @@ fn rank(facts: &Facts<'_>, snap: &Snapshot, rules: &[usize], choices: &mut Vec<C
             .zip(snap.mirrors[c.mirror].point)
             .map(|(a, b)| distance_km(&a, &b));
     }
+    true
 }
 
 fn client_key(ip: IpAddr) -> u64 {

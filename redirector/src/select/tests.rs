@@ -227,7 +227,7 @@ fn facts<'a>(path: &'a str, geo: ClientGeo) -> Facts<'a> {
         now: T,
         random: 42,
         sticky: false,
-        explain: true,
+        explain: false,
     }
 }
 
@@ -237,7 +237,11 @@ fn chosen(snap: &Snapshot, f: &Facts<'_>) -> Option<String> {
 }
 
 fn reason_for(snap: &Snapshot, f: &Facts<'_>, mirror: &str) -> Option<Reason> {
-    select(f, snap)
+    let f = Facts {
+        explain: true,
+        ..*f
+    };
+    select(&f, snap)
         .excluded
         .into_iter()
         .find(|(m, _)| snap.mirrors[*m].state.name == mirror)
@@ -366,7 +370,7 @@ fn https_is_never_downgraded() {
     let mut f = facts("pool/a.deb", paris());
     f.https_only = true;
     assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::NoScheme));
-    let d = select(&f, &snap);
+    let d = select(&Facts { explain: true, ..f }, &snap);
     assert!(d.choices.iter().all(|c| c.https));
     f.https_only = false;
     let d = select(&f, &snap);
