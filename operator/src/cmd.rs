@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mirrorfleet_crds::state::{FileIndex, FleetState};
-use mirrorfleet_store::{
-    AnyStore, EmbeddedStore, RedisConfig, RedisStore, RedisTarget, StateReader, StateWriter,
-};
+use mirrorfleet_store::{AnyStore, StateReader, StateWriter};
 
 use crate::scan::{self, run};
 use crate::{compile, manifests};
@@ -37,26 +35,14 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// Opens the store the flags name.
     pub async fn open(&self) -> anyhow::Result<AnyStore> {
-        if let Some(url) = &self.redis {
-            return Ok(AnyStore::Redis(
-                RedisStore::connect(RedisConfig::new(RedisTarget::Url(url.clone()))).await?,
-            ));
-        }
-        if let Some(master) = &self.sentinel_master {
-            let target = RedisTarget::Sentinel {
-                sentinels: self.sentinel.clone(),
-                master: master.clone(),
-            };
-            return Ok(AnyStore::Redis(
-                RedisStore::connect(RedisConfig::new(target)).await?,
-            ));
-        }
-        if let Some(dir) = &self.state_dir {
-            return Ok(AnyStore::Embedded(EmbeddedStore::open(dir)?));
-        }
-        anyhow::bail!(
-            "no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"
+        let store = mirrorfleet_store::open_store(
+            self.redis.as_deref(),
+            &self.sentinel,
+            self.sentinel_master.as_deref(),
+            self.state_dir.as_deref(),
         )
+        .await?;
+        store.ok_or_else(|| anyhow::anyhow!("no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"))
     }
 }
 

@@ -10,7 +10,6 @@ use clap::Parser;
 use ipnet::IpNet;
 use mirrorfleet_redirector::geo::Geo;
 use mirrorfleet_redirector::server::{self, Config};
-use mirrorfleet_store::{AnyStore, EmbeddedStore, RedisConfig, RedisStore, RedisTarget};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,21 +99,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let store = if let Some(url) = &args.redis {
-        AnyStore::Redis(RedisStore::connect(RedisConfig::new(RedisTarget::Url(url.clone()))).await?)
-    } else if let Some(master) = &args.sentinel_master {
-        let target = RedisTarget::Sentinel {
-            sentinels: args.sentinel.clone(),
-            master: master.clone(),
-        };
-        AnyStore::Redis(RedisStore::connect(RedisConfig::new(target)).await?)
-    } else if let Some(dir) = &args.state_dir {
-        AnyStore::Embedded(EmbeddedStore::open(dir)?)
-    } else {
-        anyhow::bail!(
-            "no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"
-        );
-    };
+    let store = mirrorfleet_store::open_store(args.redis.as_deref(), &args.sentinel, args.sentinel_master.as_deref(), args.state_dir.as_deref())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"))?;
     let geo = Geo::open(args.geoip_city.clone(), args.geoip_asn.clone())?;
     let mut listeners = Vec::new();
     for addr in &args.listen {

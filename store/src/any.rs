@@ -8,6 +8,35 @@ use tokio::sync::mpsc;
 
 use crate::{Commit, EmbeddedStore, Manifest, RedisStore, Result, Store, StoreEvent, Versioned};
 
+/// Opens the store named by the usual flags: a Redis URL, sentinels with a master name, or
+/// an embedded store directory (checked in that order). `None` when none is given.
+pub async fn open(
+    redis: Option<&str>,
+    sentinels: &[String],
+    sentinel_master: Option<&str>,
+    state_dir: Option<&std::path::Path>,
+) -> Result<Option<AnyStore>> {
+    use crate::{RedisConfig, RedisTarget};
+    if let Some(url) = redis {
+        return Ok(Some(AnyStore::Redis(
+            RedisStore::connect(RedisConfig::new(RedisTarget::Url(url.to_owned()))).await?,
+        )));
+    }
+    if let Some(master) = sentinel_master {
+        let target = RedisTarget::Sentinel {
+            sentinels: sentinels.to_vec(),
+            master: master.to_owned(),
+        };
+        return Ok(Some(AnyStore::Redis(
+            RedisStore::connect(RedisConfig::new(target)).await?,
+        )));
+    }
+    match state_dir {
+        Some(dir) => Ok(Some(AnyStore::Embedded(EmbeddedStore::open(dir)?))),
+        None => Ok(None),
+    }
+}
+
 /// A Redis or an embedded store.
 #[derive(Debug, Clone)]
 pub enum AnyStore {

@@ -26,7 +26,7 @@ use std::future::Future;
 use mirrorfleet_crds::state::ChangeEvent;
 use mirrorfleet_crds::state::stats::StatsBatch;
 
-pub use any::AnyStore;
+pub use any::{AnyStore, open as open_store};
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
 pub use redis::{RedisConfig, RedisStore, RedisTarget};

@@ -145,6 +145,17 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `base` (ending with `/`) followed by the relative `path`, each segment percent-encoded.
+pub fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{base}{}",
+        path.split('/')
+            .map(percent_encode)
+            .collect::<Vec<_>>()
+            .join("/")
+    )
+}
+
 /// Percent-encodes a path segment for a URL.
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

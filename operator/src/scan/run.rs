@@ -126,14 +126,7 @@ pub async fn scan_mirror<S: Store>(
                     carried.https.as_ref().or(carried.http.as_ref()),
                 ) {
                     (Some(trace), Some(base)) => {
-                        let url = format!(
-                            "{base}{}",
-                            trace
-                                .split('/')
-                                .map(http::percent_encode)
-                                .collect::<Vec<_>>()
-                                .join("/")
-                        );
+                        let url = http::join_url(base, trace);
                         http::fetch_trace(&client, &url, limits.io_timeout)
                             .await
                             .ok()
@@ -245,14 +238,7 @@ async fn trace_only(
         .as_ref()
         .or(carried.http.as_ref())
         .ok_or_else(|| bad("trace-only scans need an http(s) URL"))?;
-    let url = format!(
-        "{base}{}",
-        trace
-            .split('/')
-            .map(http::percent_encode)
-            .collect::<Vec<_>>()
-            .join("/")
-    );
+    let url = http::join_url(base, trace);
     let synced = http::fetch_trace(client, &url, limits.io_timeout)
         .await?
         .ok_or_else(|| ScanError::Garbage {
@@ -443,13 +429,7 @@ async fn fetch_small(
             source,
         });
     }
-    let url = format!(
-        "{base}{}",
-        path.split('/')
-            .map(http::percent_encode)
-            .collect::<Vec<_>>()
-            .join("/")
-    );
+    let url = http::join_url(base, path);
     let resp = client
         .get(&url)
         .timeout(limits.io_timeout)
