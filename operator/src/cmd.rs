@@ -13,7 +13,7 @@ use crate::{compile, manifests};
 /// Where the fleet state is.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct StoreArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    /// Redis URL, e.g. redis://redis.mirrorfleet.svc:6379/0.
     #[arg(long, env = "MIRRORFLEET_REDIS", conflicts_with_all = ["sentinel", "state_dir"])]
     pub redis: Option<String>,
     /// Sentinel URLs (repeat the flag); use with --sentinel-master.

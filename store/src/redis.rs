@@ -58,7 +58,7 @@ return gen
 /// Which Redis to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTarget {
-    /// A server by URL, e.g. `redis://127.0.0.1:6379/0`.
+    /// A server by URL, e.g. `redis://redis.mirrorfleet.svc:6379/0`.
     Url(String),
     /// The current master of `master`, as the sentinels say.
     Sentinel {
