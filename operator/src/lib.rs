@@ -7,6 +7,7 @@ pub mod error;
 pub mod geoip;
 pub mod manifests;
 pub mod scan;
+pub mod standalone;
 
 pub use error::{Error, Result};
 

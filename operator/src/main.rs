@@ -40,6 +40,31 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
+    /// Everything in one process, without Kubernetes or Redis: manifests compiled into an
+    /// embedded store, source and mirror scans in-process, and the redirector.
+    Standalone {
+        /// Directory of manifests (re-read every 10 s).
+        #[arg(long)]
+        manifests: PathBuf,
+        /// Directory of the embedded store (kept across restarts).
+        #[arg(long, default_value = "./mirrorfleet-state")]
+        state_dir: PathBuf,
+        /// Address to listen on (repeat for several).
+        #[arg(long, default_value = "[::]:8080", value_delimiter = ',')]
+        listen: Vec<std::net::SocketAddr>,
+        /// GeoIP City or Country database (MaxMind format; see `mirrorfleet geoip build`).
+        #[arg(long)]
+        geoip_city: Option<PathBuf>,
+        /// GeoIP ASN database.
+        #[arg(long)]
+        geoip_asn: Option<PathBuf>,
+        /// Proxies (CIDR) whose forwarding headers are believed.
+        #[arg(long = "trusted-proxy", value_delimiter = ',')]
+        trusted_proxies: Vec<ipnet::IpNet>,
+        /// Minutes between mirror scans.
+        #[arg(long, default_value_t = 60)]
+        mirror_scan_minutes: u64,
+    },
     /// GeoIP databases.
     Geoip {
         #[command(subcommand)]
@@ -136,6 +161,46 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scan { what } => scan(what).await,
+        Command::Standalone {
+            manifests,
+            state_dir,
+            listen,
+            geoip_city,
+            geoip_asn,
+            trusted_proxies,
+            mirror_scan_minutes,
+        } => {
+            let store = mirrorfleet_store::EmbeddedStore::open(&state_dir)?;
+            let settings = mirrorfleet_operator::standalone::Settings {
+                manifests,
+                state_dir,
+                reload_every: std::time::Duration::from_secs(10),
+                source_every: std::time::Duration::from_secs(300),
+                mirror_every: std::time::Duration::from_secs(mirror_scan_minutes.max(1) * 60),
+                recheck_every: std::time::Duration::from_secs(5),
+            };
+            let task = mirrorfleet_operator::standalone::maintain(settings, store.clone()).await?;
+            let geo = mirrorfleet_redirector::geo::Geo::open(geoip_city, geoip_asn)?;
+            let mut listeners = Vec::new();
+            for addr in &listen {
+                listeners.push(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+                );
+                tracing::info!(%addr, "listening");
+            }
+            let config = mirrorfleet_redirector::server::Config {
+                trusted_proxies,
+                ..Default::default()
+            };
+            mirrorfleet_redirector::server::run(listeners, store, geo, config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+            task.abort();
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Geoip {
             what: GeoipCommand::Build { out, dump },
         } => {

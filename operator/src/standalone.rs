@@ -1,0 +1,191 @@
+//! `mirrorfleet standalone`: the whole job in one process, without Kubernetes or Redis — the
+//! manifests compiled into an embedded store, source and mirror scans as bounded in-process
+//! tasks (the same code the scan Jobs run), and the redirector embedded as a library.
+//!
+//! The manifests are re-read every `reload_every`; a change that validates replaces the fleet,
+//! a change that does not is reported (file, line, problem) and the last good fleet stays.
+//! Health checks are not run here yet: every mirror counts as up until one is probed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mirrorfleet_crds::state::{FileIndex, FleetState, PathClasses};
+use mirrorfleet_store::{EmbeddedStore, StateReader, StateWriter};
+use tokio::sync::Mutex;
+
+use crate::scan::{self, run};
+use crate::{cmd, compile, manifests};
+
+/// What standalone mode needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Directory of manifests.
+    pub manifests: PathBuf,
+    /// Directory of the embedded store.
+    pub state_dir: PathBuf,
+    /// How often the manifests are re-read.
+    pub reload_every: Duration,
+    /// How often sources are rescanned (mutable metadata is rechecked every few seconds).
+    pub source_every: Duration,
+    /// How often each mirror is rescanned.
+    pub mirror_every: Duration,
+    /// How often mutable metadata of local sources is re-checked.
+    pub recheck_every: Duration,
+}
+
+/// Reads, validates and compiles the manifests; `Err` lists the problems.
+pub fn load(dir: &PathBuf) -> Result<FleetState, String> {
+    let manifests =
+        manifests::read(std::slice::from_ref(dir)).map_err(|e| crate::error_chain(&e))?;
+    let outcome = manifests.validate(Default::default());
+    if !outcome.problems.is_empty() {
+        return Err(outcome
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"));
+    }
+    Ok(compile::compile(&outcome.fleet))
+}
+
+/// Keeps the store's fleet, indexes and availability current until the task is dropped.
+pub async fn maintain(
+    settings: Settings,
+    store: EmbeddedStore,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let fleet = load(&settings.manifests)
+        .map_err(|problems| anyhow::anyhow!("the manifests have problems:\n{problems}"))?;
+    let writer = StateWriter::new(store.clone());
+    writer.write_fleet(&fleet).await?;
+    let fleet = Arc::new(Mutex::new(fleet));
+    let handle = tokio::spawn(async move {
+        let mut last_source: HashMap<String, Instant> = HashMap::new();
+        let mut last_mirror: HashMap<(String, String), Instant> = HashMap::new();
+        let mut last_reload = Instant::now();
+        let mut last_recheck = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if last_reload.elapsed() >= settings.reload_every {
+                last_reload = Instant::now();
+                match load(&settings.manifests) {
+                    Ok(new) => {
+                        let mut current = fleet.lock().await;
+                        if *current != new {
+                            tracing::info!("manifests changed; applying the new fleet");
+                            if let Err(e) = writer.write_fleet(&new).await {
+                                tracing::warn!(error = %crate::error_chain(&e), "cannot store the fleet");
+                            }
+                            *current = new;
+                            last_source.clear();
+                            last_mirror.clear();
+                        }
+                    }
+                    Err(problems) => {
+                        tracing::warn!(%problems, "manifests have problems; keeping the last good fleet")
+                    }
+                }
+            }
+            let current = fleet.lock().await.clone();
+            let (state, _) = match StateReader::new(store.clone()).load().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "cannot read the store");
+                    continue;
+                }
+            };
+            for project in &current.projects {
+                let due = last_source
+                    .get(&project.name)
+                    .is_none_or(|t| t.elapsed() >= settings.source_every);
+                let previous = state.indexes.get(&project.name).map(|i| i.as_ref().clone());
+                if due {
+                    last_source.insert(project.name.clone(), Instant::now());
+                    match run::scan_source(
+                        project,
+                        previous.as_ref(),
+                        &scan::Limits::default(),
+                        false,
+                    )
+                    .await
+                    {
+                        Ok(index) if previous.as_ref().is_none_or(|p| p.serial != index.serial) => {
+                            tracing::info!(project = %project.name, files = index.len(), serial = %index.serial, "source indexed");
+                            store_index(&writer, &index).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(project = %project.name, error = %crate::error_chain(&e), "source scan failed")
+                        }
+                    }
+                } else if last_recheck.elapsed() >= settings.recheck_every {
+                    if let (Some(root), Some(prev), Ok(classes)) = (
+                        &project.source.local,
+                        previous.as_ref(),
+                        PathClasses::of(project),
+                    ) {
+                        let (root, prev) = (PathBuf::from(root), prev.clone());
+                        let rechecked = tokio::task::spawn_blocking(move || {
+                            scan::source::recheck_mutable(&root, &prev, &classes)
+                        })
+                        .await;
+                        if let Ok(Ok(Some(index))) = rechecked {
+                            tracing::info!(project = %project.name, "mutable metadata changed");
+                            store_index(&writer, &index).await;
+                        }
+                    }
+                }
+            }
+            if last_recheck.elapsed() >= settings.recheck_every {
+                last_recheck = Instant::now();
+            }
+            let (state, _) = match StateReader::new(store.clone()).load().await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            for mirror in &current.mirrors {
+                for carried in &mirror.projects {
+                    let key = (mirror.name.clone(), carried.project.clone());
+                    if last_mirror
+                        .get(&key)
+                        .is_some_and(|t| t.elapsed() < settings.mirror_every)
+                    {
+                        continue;
+                    }
+                    let (Some(project), Some(index)) = (
+                        current.project(&carried.project),
+                        state.indexes.get(&carried.project),
+                    ) else {
+                        continue;
+                    };
+                    last_mirror.insert(key, Instant::now());
+                    match run::scan_mirror(
+                        &writer,
+                        mirror,
+                        project,
+                        index,
+                        &run::limits_for(mirror),
+                        cmd::now(),
+                    )
+                    .await
+                    {
+                        Ok(s) => {
+                            tracing::info!(mirror = %mirror.name, project = %project.name, protocol = s.protocol, files = s.availability.counts.files, missing = s.availability.counts.missing, "mirror scanned")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "mirror scan failed"),
+                    }
+                }
+            }
+        }
+    });
+    Ok(handle)
+}
+
+async fn store_index(writer: &StateWriter<EmbeddedStore>, index: &FileIndex) {
+    if let Err(e) = writer.write_index(index, cmd::now()).await {
+        tracing::warn!(project = %index.project, error = %crate::error_chain(&e), "cannot store the index");
+    }
+}
