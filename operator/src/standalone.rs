@@ -121,21 +121,21 @@ pub async fn maintain(
                             tracing::warn!(project = %project.name, error = %crate::error_chain(&e), "source scan failed")
                         }
                     }
-                } else if last_recheck.elapsed() >= settings.recheck_every {
-                    if let (Some(root), Some(prev), Ok(classes)) = (
+                } else if last_recheck.elapsed() >= settings.recheck_every
+                    && let (Some(root), Some(prev), Ok(classes)) = (
                         &project.source.local,
                         previous.as_ref(),
                         PathClasses::of(project),
-                    ) {
-                        let (root, prev) = (PathBuf::from(root), prev.clone());
-                        let rechecked = tokio::task::spawn_blocking(move || {
-                            scan::source::recheck_mutable(&root, &prev, &classes)
-                        })
-                        .await;
-                        if let Ok(Ok(Some(index))) = rechecked {
-                            tracing::info!(project = %project.name, "mutable metadata changed");
-                            store_index(&writer, &index).await;
-                        }
+                    )
+                {
+                    let (root, prev) = (PathBuf::from(root), prev.clone());
+                    let rechecked = tokio::task::spawn_blocking(move || {
+                        scan::source::recheck_mutable(&root, &prev, &classes)
+                    })
+                    .await;
+                    if let Ok(Ok(Some(index))) = rechecked {
+                        tracing::info!(project = %project.name, "mutable metadata changed");
+                        store_index(&writer, &index).await;
                     }
                 }
             }
