@@ -194,10 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 trusted_proxies,
                 ..Default::default()
             };
-            mirrorfleet_redirector::server::run(listeners, store, geo, config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
+            mirrorfleet_redirector::server::run(listeners, store, geo, config, shutdown_signal()).await;
             task.abort();
             Ok(ExitCode::SUCCESS)
         }
@@ -338,5 +335,21 @@ async fn scan(what: ScanCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
     }
 }
