@@ -194,7 +194,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 trusted_proxies,
                 ..Default::default()
             };
-            mirrorfleet_redirector::server::run(listeners, store, geo, config, shutdown_signal()).await;
+            mirrorfleet_redirector::server::run(listeners, store, geo, config, shutdown_signal())
+                .await;
             task.abort();
             Ok(ExitCode::SUCCESS)
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mirrorfleet_crds::state::{FileIndex, FleetState, PathClasses};
-use mirrorfleet_store::{EmbeddedStore, StateReader, StateWriter};
+use mirrorfleet_store::{EmbeddedStore, LoadedState, StateReader, StateWriter};
 use tokio::sync::Mutex;
 
 use crate::scan::{self, run};
@@ -66,6 +66,8 @@ pub async fn maintain(
         let mut last_mirror: HashMap<(String, String), Instant> = HashMap::new();
         let mut last_reload = Instant::now();
         let mut last_recheck = Instant::now();
+        let reader = StateReader::new(store.clone());
+        let mut state = LoadedState::default();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
@@ -90,23 +92,21 @@ pub async fn maintain(
                 }
             }
             let current = fleet.lock().await.clone();
-            let (state, _) = match StateReader::new(store.clone()).load().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %crate::error_chain(&e), "cannot read the store");
-                    continue;
-                }
-            };
+            // Only what changed is read again (the indexes can be large).
+            if let Err(e) = reader.resync(&mut state).await {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot read the store");
+                continue;
+            }
             for project in &current.projects {
                 let due = last_source
                     .get(&project.name)
                     .is_none_or(|t| t.elapsed() >= settings.source_every);
-                let previous = state.indexes.get(&project.name).map(|i| i.as_ref().clone());
+                let previous = state.indexes.get(&project.name).cloned();
                 if due {
                     last_source.insert(project.name.clone(), Instant::now());
                     match run::scan_source(
                         project,
-                        previous.as_ref(),
+                        previous.as_deref(),
                         &scan::Limits::default(),
                         false,
                     )
@@ -142,10 +142,9 @@ pub async fn maintain(
             if last_recheck.elapsed() >= settings.recheck_every {
                 last_recheck = Instant::now();
             }
-            let (state, _) = match StateReader::new(store.clone()).load().await {
-                Ok(s) => s,
-                Err(_) => continue,
-            };
+            if reader.resync(&mut state).await.is_err() {
+                continue;
+            }
             for mirror in &current.mirrors {
                 for carried in &mirror.projects {
                     let key = (mirror.name.clone(), carried.project.clone());
