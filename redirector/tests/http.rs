@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -436,7 +435,6 @@ async fn redirects_answers_and_stats() {
         files.get("pool/a b.deb").copied().unwrap_or(0) >= 24,
         "{files:?}"
     );
-    let _ = HashMap::<(), ()>::new();
 }
 
 fn chrono_day() -> String {
