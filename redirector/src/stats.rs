@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::snapshot::{Cc, Snapshot};
 
+/// How often the event channel is emptied (it holds 65,536 events: ample for this interval).
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
 /// Most distinct counters held while the store is unreachable.
 const MAX_PENDING: usize = 500_000;
 
@@ -63,16 +66,21 @@ pub fn start<S: Store>(
     tokio::spawn(async move {
         let mut pending = Pending::default();
         let mut batch = StatsBatch::default();
-        let mut tick = tokio::time::interval(every);
+        // The channel is drained on a short timer rather than awaited: a task waiting on
+        // `recv` would be woken once per request, and those wake-ups cost more than counting.
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        let mut last_flush = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(ev) => pending.add(ev, &m),
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    pending.drain_into(&mut batch, &m);
-                    flush(&store, &mut batch, &m).await;
+                _ = drain.tick() => {
+                    while let Ok(ev) = rx.try_recv() {
+                        pending.add(ev, &m);
+                    }
+                    if last_flush.elapsed() >= every {
+                        last_flush = tokio::time::Instant::now();
+                        pending.drain_into(&mut batch, &m);
+                        flush(&store, &mut batch, &m).await;
+                    }
                 }
                 done = &mut stop_rx => {
                     while let Ok(ev) = rx.try_recv() {
