@@ -416,7 +416,7 @@ pub async fn run<S: Store + Clone>(
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(handle(&app, peer, req)) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;
