@@ -6,7 +6,7 @@
 //! a change that does not is reported (file, line, problem) and the last good fleet stays.
 //! Health checks are not run here yet: every mirror counts as up until one is probed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,9 @@ use tokio::sync::Mutex;
 
 use crate::scan::{self, run};
 use crate::{cmd, compile, manifests};
+
+/// Mirror scans running at once.
+const MAX_SCANS: usize = 4;
 
 /// What standalone mode needs.
 #[derive(Debug, Clone)]
@@ -68,6 +71,12 @@ pub async fn maintain(
         let mut last_recheck = Instant::now();
         let reader = StateReader::new(store.clone());
         let mut state = LoadedState::default();
+        type ScanDone = (
+            (String, String),
+            Result<run::MirrorScan, run::MirrorScanError>,
+        );
+        let mut scans: tokio::task::JoinSet<ScanDone> = tokio::task::JoinSet::new();
+        let mut running: HashSet<(String, String)> = HashSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
@@ -145,12 +154,27 @@ pub async fn maintain(
             if reader.resync(&mut state).await.is_err() {
                 continue;
             }
+            // Finished scans report here; new ones start while fewer than MAX_SCANS run, so a
+            // slow mirror never holds up the others or the manifest reload.
+            while let Some(done) = scans.try_join_next() {
+                if let Ok((key, result)) = done {
+                    running.remove(&key);
+                    match result {
+                        Ok(s) => {
+                            tracing::info!(mirror = %key.0, project = %key.1, protocol = s.protocol, files = s.availability.counts.files, missing = s.availability.counts.missing, "mirror scanned")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "mirror scan failed"),
+                    }
+                }
+            }
             for mirror in &current.mirrors {
                 for carried in &mirror.projects {
                     let key = (mirror.name.clone(), carried.project.clone());
-                    if last_mirror
-                        .get(&key)
-                        .is_some_and(|t| t.elapsed() < settings.mirror_every)
+                    if running.len() >= MAX_SCANS
+                        || running.contains(&key)
+                        || last_mirror
+                            .get(&key)
+                            .is_some_and(|t| t.elapsed() < settings.mirror_every)
                     {
                         continue;
                     }
@@ -160,22 +184,26 @@ pub async fn maintain(
                     ) else {
                         continue;
                     };
-                    last_mirror.insert(key, Instant::now());
-                    match run::scan_mirror(
-                        &writer,
-                        mirror,
-                        project,
-                        index,
-                        &run::limits_for(mirror),
-                        cmd::now(),
-                    )
-                    .await
-                    {
-                        Ok(s) => {
-                            tracing::info!(mirror = %mirror.name, project = %project.name, protocol = s.protocol, files = s.availability.counts.files, missing = s.availability.counts.missing, "mirror scanned")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "mirror scan failed"),
-                    }
+                    last_mirror.insert(key.clone(), Instant::now());
+                    running.insert(key.clone());
+                    let (writer, mirror, project, index) = (
+                        writer.clone(),
+                        mirror.clone(),
+                        project.clone(),
+                        index.clone(),
+                    );
+                    scans.spawn(async move {
+                        let result = run::scan_mirror(
+                            &writer,
+                            &mirror,
+                            &project,
+                            &index,
+                            &run::limits_for(&mirror),
+                            cmd::now(),
+                        )
+                        .await;
+                        (key, result)
+                    });
                 }
             }
         }
