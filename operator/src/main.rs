@@ -194,8 +194,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 trusted_proxies,
                 ..Default::default()
             };
-            mirrorfleet_redirector::server::run(listeners, store, geo, config, shutdown_signal())
-                .await;
+            mirrorfleet_redirector::server::run(
+                listeners,
+                store,
+                geo,
+                config,
+                mirrorfleet_redirector::server::shutdown_signal(),
+            )
+            .await;
             task.abort();
             Ok(ExitCode::SUCCESS)
         }
@@ -336,21 +342,5 @@ async fn scan(what: ScanCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-    }
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
     }
 }

@@ -116,22 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sticky: args.sticky,
         ..Config::default()
     };
-    server::run(listeners, store, geo, config, shutdown_signal()).await;
+    server::run(listeners, store, geo, config, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
 }

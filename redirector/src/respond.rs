@@ -137,7 +137,7 @@ pub fn redirect(
         let m = &snap.mirrors[d.choices[i].mirror];
         let geo = m
             .country
-            .map(|c| format!("; geo={}", String::from_utf8_lossy(&c).to_ascii_lowercase()))
+            .map(|c| format!("; geo={}", crate::snapshot::cc_str(c).to_ascii_lowercase()))
             .unwrap_or_default();
         if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=duplicate; pri={i}{geo}")) {
             h.append(header::LINK, v);
@@ -177,7 +177,7 @@ fn file_json(file: &FileEntry<'_>) -> serde_json::Value {
 fn client_json(ip: std::net::IpAddr, geo: &ClientGeo) -> serde_json::Value {
     json!({
         "ip": ip.to_string(),
-        "country": geo.country.map(|c| String::from_utf8_lossy(&c).into_owned()),
+        "country": geo.country.map(crate::snapshot::cc_str),
         "continent": geo.continent.map(|c| c.code()),
         "asn": geo.asn,
     })
@@ -206,7 +206,7 @@ pub fn json(
                 "url": choice_url(snap, project, d, i, path),
                 "sponsor": m.sponsor.0,
                 "sponsorUrl": m.sponsor.1,
-                "country": m.country.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                "country": m.country.map(crate::snapshot::cc_str),
                 "distanceKm": c.distance_km.map(|x| x.round()),
                 "tier": format!("{:?}", c.tier),
                 "share": (c.share * 1000.0).round() / 1000.0,
@@ -280,7 +280,7 @@ pub fn mirrorlist(
     }
     let country = geo
         .country
-        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .map(crate::snapshot::cc_str)
         .unwrap_or_else(|| "unknown".into());
     let _ = write!(
         h,
@@ -299,9 +299,7 @@ pub fn mirrorlist(
             i + 1,
             esc(&m.state.name),
             esc(&m.sponsor.0),
-            m.country
-                .map(|c| String::from_utf8_lossy(&c).into_owned())
-                .unwrap_or_default(),
+            m.country.map(crate::snapshot::cc_str).unwrap_or_default(),
             c.distance_km.map_or("?".into(), |x| format!("{x:.0} km")),
             c.tier,
             c.share * 100.0,

@@ -449,6 +449,22 @@ pub async fn run<S: Store + Clone>(
     app
 }
 
+/// Resolves on SIGINT or SIGTERM: the one shutdown signal both binaries fan out.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
 fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let (mut resp, outcome) = app.answer(peer.ip(), &req);

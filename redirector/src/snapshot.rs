@@ -24,6 +24,11 @@ pub fn cc(s: &str) -> Option<Cc> {
     (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
 }
 
+/// A country code as text.
+pub fn cc_str(c: Cc) -> String {
+    String::from_utf8_lossy(&c).into_owned()
+}
+
 /// A point on the unit sphere, for distances without trigonometry per request.
 pub fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
     let (la, lo) = (lat.to_radians(), lon.to_radians());

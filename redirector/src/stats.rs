@@ -158,7 +158,7 @@ impl Pending {
             };
             let (y, mo, d) = civil(day);
             let day = format!("{y:04}-{mo:02}-{d:02}");
-            let country = country.map(|c| String::from_utf8_lossy(&c).into_owned());
+            let country = country.map(crate::snapshot::cc_str);
             let mut one = StatsBatch::default();
             one.count(
                 &day,
