@@ -1,7 +1,8 @@
 //! Why this exists: the redirector issue sets a floor of under 2 µs per decision with 200
 //! candidate mirrors. Fixed inputs: one project of 100,000 files; 20 or 200 mirrors spread over
 //! Europe (a third in the client's country), each holding 95 % of the files (scattered, the
-//! worst case for the bitmap lookups); a geolocated client in Paris; a fixed request path.
+//! worst case for the bitmap lookups); a geolocated client in Paris (and, for 200 mirrors, one
+//! in São Paulo, far from all of them); a fixed request path.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -88,16 +89,27 @@ fn world(mirrors: usize) -> Snapshot {
 }
 
 fn bench(c: &mut Criterion) {
-    let geo = ClientGeo {
+    let paris = ClientGeo {
         country: cc("FR"),
         continent: Some(Continent::EU),
         point: Some(unit_vector(48.85, 2.35)),
         asn: Some(3215),
     };
-    for n in [20, 200] {
+    // A client on another continent: every mirror in the same (last) tier, ranked by distance.
+    let sao_paulo = ClientGeo {
+        country: cc("BR"),
+        continent: Some(Continent::SA),
+        point: Some(unit_vector(-23.55, -46.63)),
+        asn: Some(28573),
+    };
+    for (n, geo, label) in [
+        (20, paris, ""),
+        (200, paris, ""),
+        (200, sao_paulo, "-far-client"),
+    ] {
         let snap = world(n);
         let mut random = 0u64;
-        c.bench_function(&format!("select/{n}-mirrors"), |b| {
+        c.bench_function(&format!("select/{n}-mirrors{label}"), |b| {
             b.iter(|| {
                 random = random.wrapping_add(0x9e37_79b9_7f4a_7c15);
                 let facts = Facts {

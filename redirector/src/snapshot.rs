@@ -82,54 +82,80 @@ impl Mirror {
     }
 }
 
-/// The few facts about a mirror that every request looks at, packed together so that a pass
-/// over 200 mirrors stays in cache; the rest of [`Mirror`] is read only when a flag says so.
+/// The few facts about a carrier — its mirror's and its own — that every request looks at,
+/// packed into 28 bytes so that a pass over 200 of them stays in the first-level cache; the
+/// rest of [`Mirror`] and [`Carrier`] is read only when a flag says so. Coordinates are
+/// single precision here (about 2 km near zero distance, enough to rank); distances shown use
+/// [`Mirror::point`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hot {
+    /// Unit vector of the location (valid with [`Hot::LOCATED`]).
+    pub point: [f32; 3],
+    /// weight × capacity.
+    pub capacity: f32,
     /// [`Hot::ENABLED`] and the other flags.
-    pub flags: u16,
+    pub flags: u32,
+    /// Index into [`Snapshot::mirrors`].
+    pub mirror: u32,
     /// Primary country (`[0, 0]` when unknown).
     pub country: Cc,
     /// Continent.
     pub continent: Option<Continent>,
     /// Down bits: http/v4, http/v6, https/v4, https/v6 (set only when probed down).
     pub down: u8,
-    /// Unit vector of the location (valid with [`Hot::LOCATED`]).
-    pub point: [f64; 3],
-    /// weight × capacity.
-    pub capacity: f64,
 }
 
 impl Hot {
     /// Receives traffic.
-    pub const ENABLED: u16 = 1;
+    pub const ENABLED: u32 = 1;
     /// Reachable over IPv4.
-    pub const IPV4: u16 = 1 << 1;
+    pub const IPV4: u32 = 1 << 1;
     /// Reachable over IPv6.
-    pub const IPV6: u16 = 1 << 2;
+    pub const IPV6: u32 = 1 << 2;
     /// Country-only.
-    pub const COUNTRY_ONLY: u16 = 1 << 3;
+    pub const COUNTRY_ONLY: u32 = 1 << 3;
     /// Continent-only.
-    pub const CONTINENT_ONLY: u16 = 1 << 4;
+    pub const CONTINENT_ONLY: u32 = 1 << 4;
     /// AS-only.
-    pub const AS_ONLY: u16 = 1 << 5;
+    pub const AS_ONLY: u32 = 1 << 5;
     /// Networks-only.
-    pub const NETWORKS_ONLY: u16 = 1 << 6;
+    pub const NETWORKS_ONLY: u32 = 1 << 6;
     /// Has maintenance windows.
-    pub const MAINTENANCE: u16 = 1 << 7;
+    pub const MAINTENANCE: u32 = 1 << 7;
     /// Excludes some countries.
-    pub const EXCLUDES: u16 = 1 << 8;
+    pub const EXCLUDES: u32 = 1 << 8;
     /// Has ASNs.
-    pub const ASNS: u16 = 1 << 9;
+    pub const ASNS: u32 = 1 << 9;
     /// Has preferred networks.
-    pub const NETWORKS: u16 = 1 << 10;
+    pub const NETWORKS: u32 = 1 << 10;
     /// Serves additional countries.
-    pub const EXTRA_COUNTRIES: u16 = 1 << 11;
+    pub const EXTRA_COUNTRIES: u32 = 1 << 11;
     /// Has coordinates.
-    pub const LOCATED: u16 = 1 << 12;
+    pub const LOCATED: u32 = 1 << 12;
+    /// The carrier has an HTTP URL.
+    pub const HTTP: u32 = 1 << 13;
+    /// The carrier has an HTTPS URL.
+    pub const HTTPS: u32 = 1 << 14;
+    /// The carrier carries only some sub-trees.
+    pub const PATHS: u32 = 1 << 15;
+    /// The carrier has been scanned.
+    pub const SCANNED: u32 = 1 << 16;
+
+    /// The flags that need more than the hot facts: restrictions, sub-trees, network
+    /// preferences, additional countries.
+    pub const SPECIAL: u32 = Hot::COUNTRY_ONLY
+        | Hot::CONTINENT_ONLY
+        | Hot::AS_ONLY
+        | Hot::NETWORKS_ONLY
+        | Hot::MAINTENANCE
+        | Hot::EXCLUDES
+        | Hot::ASNS
+        | Hot::NETWORKS
+        | Hot::EXTRA_COUNTRIES
+        | Hot::PATHS;
 
     /// Whether `flag` is set.
-    pub fn has(&self, flag: u16) -> bool {
+    pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
     }
 
@@ -138,7 +164,7 @@ impl Hot {
         self.down & (1 << (usize::from(https) * 2 + usize::from(v6))) != 0
     }
 
-    fn of(m: &Mirror) -> Hot {
+    fn of(mirror: usize, m: &Mirror, c: &Carrier) -> Hot {
         let st = &m.state;
         let r = &st.restrictions;
         let mut flags = 0;
@@ -156,6 +182,10 @@ impl Hot {
             (!m.networks.is_empty(), Hot::NETWORKS),
             (!m.extra_countries.is_empty(), Hot::EXTRA_COUNTRIES),
             (m.point.is_some(), Hot::LOCATED),
+            (c.has_http, Hot::HTTP),
+            (c.has_https, Hot::HTTPS),
+            (!c.paths.is_empty(), Hot::PATHS),
+            (c.avail.is_some(), Hot::SCANNED),
         ] {
             if on {
                 flags |= flag;
@@ -167,13 +197,15 @@ impl Hot {
                 down |= 1 << i;
             }
         }
+        let p = m.point.unwrap_or_default();
         Hot {
+            point: [p[0] as f32, p[1] as f32, p[2] as f32],
+            capacity: m.capacity as f32,
             flags,
+            mirror: u32::try_from(mirror).unwrap_or(u32::MAX),
             country: m.country.unwrap_or([0, 0]),
             continent: m.continent,
             down,
-            point: m.point.unwrap_or_default(),
-            capacity: m.capacity,
         }
     }
 }
@@ -208,6 +240,8 @@ pub struct Project {
     pub index: Option<Arc<FileIndex>>,
     /// Mirrors carrying it.
     pub carriers: Vec<Carrier>,
+    /// The hot facts of each carrier, parallel to `carriers`.
+    pub lanes: Vec<Hot>,
 }
 
 /// A region rule, ready for matching.
@@ -258,8 +292,6 @@ pub struct Snapshot {
     pub projects: Vec<Project>,
     /// Mirrors.
     pub mirrors: Vec<Mirror>,
-    /// The hot facts of each mirror, parallel to `mirrors`.
-    pub hot: Vec<Hot>,
     /// Rules, highest priority first.
     pub rules: Vec<Rule>,
     /// Project index by host name.
@@ -354,10 +386,8 @@ impl Snapshot {
         let projects: Vec<Project> = fleet
             .projects
             .iter()
-            .map(|p| Project {
-                classes: PathClasses::of(p).unwrap_or_default(),
-                index: indexes.get(&p.name).cloned(),
-                carriers: fleet
+            .map(|p| {
+                let carriers: Vec<Carrier> = fleet
                     .mirrors
                     .iter()
                     .enumerate()
@@ -373,8 +403,17 @@ impl Snapshot {
                             avail: availability.get(&(m.name.clone(), p.name.clone())).cloned(),
                         })
                     })
-                    .collect(),
-                state: p.clone(),
+                    .collect();
+                Project {
+                    classes: PathClasses::of(p).unwrap_or_default(),
+                    index: indexes.get(&p.name).cloned(),
+                    lanes: carriers
+                        .iter()
+                        .map(|c| Hot::of(c.mirror, &mirrors[c.mirror], c))
+                        .collect(),
+                    carriers,
+                    state: p.clone(),
+                }
             })
             .collect();
         let rules = fleet
@@ -402,13 +441,11 @@ impl Snapshot {
             }
         }
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        let hot = mirrors.iter().map(Hot::of).collect();
         Snapshot {
             generation,
             loaded: true,
             projects,
             mirrors,
-            hot,
             rules,
             hosts,
             prefixes,

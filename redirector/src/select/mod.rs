@@ -144,12 +144,25 @@ pub struct Choice {
     pub https: bool,
     /// Its tier.
     pub tier: Tier,
-    /// Distance from the client, when both are located.
+    /// Distance from the client, when both are located (filled when explaining).
     pub distance_km: Option<f64>,
-    /// Cosine of the angle to the client (larger is nearer), when both are located.
-    closeness: Option<f64>,
     /// Its share of the load among the nearby mirrors (0 outside them).
     pub share: f64,
+}
+
+/// A candidate while ranking: small (32 bytes), so that a pass over 200 stays in cache.
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    /// [`rank_key`] of the tier and closeness: smaller is better.
+    key: f64,
+    /// Cosine of the angle to the client (larger is nearer); NaN when either is unlocated.
+    closeness: f64,
+    /// weight × capacity, scaled by the matching region rules.
+    weight: f64,
+    carrier: u32,
+    mirror: u32,
+    https: bool,
+    tier: Tier,
 }
 
 /// What to answer.
@@ -223,7 +236,9 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     }
     let rules = &rule_buf[..n_rules];
 
-    let mut choices: Vec<Choice> = Vec::with_capacity(project.carriers.len());
+    let mut cands: Vec<Cand> = Vec::with_capacity(project.carriers.len());
+    // The best-ranked candidate, tracked on the way (ranking starts from it).
+    let (mut best, mut best_key) = (0, f64::INFINITY);
     let mut excluded = Vec::new();
     let mut exclude = |m: usize, r: Reason| {
         if facts.explain {
@@ -232,14 +247,65 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     };
     let family = if v6 { Hot::IPV6 } else { Hot::IPV4 };
     let client_cc = g.country.unwrap_or([0, 0]);
-    'carriers: for (ci, c) in project.carriers.iter().enumerate() {
-        let h = &snap.hot[c.mirror];
+    // Same continent or elsewhere (the tiers every mirror can reach).
+    let base_tier = |h: &Hot| {
+        if g.continent.is_some() && g.continent == h.continent {
+            Tier::Continent
+        } else {
+            Tier::Elsewhere
+        }
+    };
+    let mut push = |ci: usize, h: &Hot, tier: Tier, https: bool, weight: f64| {
+        let closeness = match g.point {
+            Some(a) if h.has(Hot::LOCATED) => {
+                let p = h.point.map(f64::from);
+                Some(a[0] * p[0] + a[1] * p[1] + a[2] * p[2])
+            }
+            _ => None,
+        };
+        let key = rank_key(tier, closeness);
+        if key < best_key {
+            (best, best_key) = (cands.len(), key);
+        }
+        cands.push(Cand {
+            key,
+            closeness: closeness.unwrap_or(f64::NAN),
+            weight: weight.max(f64::MIN_POSITIVE),
+            carrier: ci as u32,
+            mirror: h.mirror,
+            https,
+            tier,
+        });
+    };
+    // The common case, in few instructions: an enabled, scanned mirror reachable over the
+    // client's family, without restrictions, sub-trees or network preferences, no rule
+    // applying, and only a decision asked for (no reasons).
+    let plain = !facts.explain && rules.is_empty();
+    let plain_need = Hot::ENABLED | family | Hot::SCANNED;
+    let plain_mask = plain_need | Hot::SPECIAL;
+    let down_bit = |https: bool| 1u8 << (usize::from(https) * 2 + usize::from(v6));
+    let (https_down, http_down) = (down_bit(true), down_bit(false));
+    'carriers: for (ci, h) in project.lanes.iter().enumerate() {
+        if plain && h.flags & plain_mask == plain_need {
+            let https = h.has(Hot::HTTPS) && h.down & https_down == 0;
+            if !https && (facts.https_only || !h.has(Hot::HTTP) || h.down & http_down != 0) {
+                continue;
+            }
+            let tier = if client_cc != [0, 0] && client_cc == h.country {
+                Tier::Country
+            } else {
+                base_tier(h)
+            };
+            push(ci, h, tier, https, f64::from(h.capacity));
+            continue;
+        }
+        let mirror = h.mirror as usize;
         if !h.has(Hot::ENABLED) {
-            exclude(c.mirror, Reason::Disabled);
+            exclude(mirror, Reason::Disabled);
             continue;
         }
         if !h.has(family) {
-            exclude(c.mirror, Reason::Family);
+            exclude(mirror, Reason::Family);
             continue;
         }
         // Rarely set: the cold part of the mirror is read only when a flag says so.
@@ -252,14 +318,14 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
                 | Hot::EXCLUDES)
             != 0
         {
-            let m = &snap.mirrors[c.mirror];
+            let m = &snap.mirrors[mirror];
             if h.has(Hot::MAINTENANCE)
                 && m.state
                     .maintenance
                     .iter()
                     .any(|(a, b)| (*a..*b).contains(&facts.now))
             {
-                exclude(c.mirror, Reason::Maintenance);
+                exclude(mirror, Reason::Maintenance);
                 continue;
             }
             if h.has(Hot::COUNTRY_ONLY)
@@ -267,86 +333,98 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
                     .country
                     .is_some_and(|cc| m.country == Some(cc) || m.extra_countries.contains(&cc))
             {
-                exclude(c.mirror, Reason::CountryOnly);
+                exclude(mirror, Reason::CountryOnly);
                 continue;
             }
             if h.has(Hot::CONTINENT_ONLY) && (g.continent.is_none() || g.continent != m.continent) {
-                exclude(c.mirror, Reason::ContinentOnly);
+                exclude(mirror, Reason::ContinentOnly);
                 continue;
             }
             if h.has(Hot::AS_ONLY) && !g.asn.is_some_and(|a| m.state.asns.contains(&a)) {
-                exclude(c.mirror, Reason::AsOnly);
+                exclude(mirror, Reason::AsOnly);
                 continue;
             }
             if h.has(Hot::NETWORKS_ONLY) && !m.networks.iter().any(|n| n.contains(&facts.ip)) {
-                exclude(c.mirror, Reason::NetworksOnly);
+                exclude(mirror, Reason::NetworksOnly);
                 continue;
             }
             if h.has(Hot::EXCLUDES) && g.country.is_some_and(|cc| m.excluded.contains(&cc)) {
-                exclude(c.mirror, Reason::ExcludedCountry);
+                exclude(mirror, Reason::ExcludedCountry);
                 continue;
             }
         }
         let mut preferred = false;
+        let mut weight = f64::from(h.capacity);
         for &ri in rules {
             let rule = &snap.rules[ri];
-            let named = rule.mirrors.contains(&c.mirror);
+            let named = rule.mirrors.contains(&mirror);
             match rule.action() {
                 Action::Exclude if named => {
-                    exclude(c.mirror, Reason::Rule(rule.state.name.clone()));
+                    exclude(mirror, Reason::Rule(rule.state.name.clone()));
                     continue 'carriers;
                 }
                 Action::Only if !named => {
-                    exclude(c.mirror, Reason::Rule(rule.state.name.clone()));
+                    exclude(mirror, Reason::Rule(rule.state.name.clone()));
                     continue 'carriers;
                 }
                 Action::Prefer if named => preferred = true,
+                Action::Scale if named => weight *= rule.state.weight_factor.unwrap_or(1.0),
                 _ => {}
             }
         }
         // Scheme and health: HTTPS when possible, plain HTTP only for plain-HTTP clients.
-        let https_ok = c.has_https && !h.is_down(true, v6);
-        let http_ok = !facts.https_only && c.has_http && !h.is_down(false, v6);
+        let (has_http, has_https) = (h.has(Hot::HTTP), h.has(Hot::HTTPS));
+        let https_ok = has_https && !h.is_down(true, v6);
+        let http_ok = !facts.https_only && has_http && !h.is_down(false, v6);
         let https = match (https_ok, http_ok) {
             (true, _) => true,
             (false, true) => false,
             (false, false) => {
-                let reason = if !c.has_https && (facts.https_only || !c.has_http) {
+                let reason = if !has_https && (facts.https_only || !has_http) {
                     Reason::NoScheme
                 } else {
-                    let m = &snap.mirrors[c.mirror];
-                    Reason::Down(m.health(c.has_https, v6).reason.clone())
+                    let m = &snap.mirrors[mirror];
+                    Reason::Down(m.health(has_https, v6).reason.clone())
                 };
-                exclude(c.mirror, reason);
+                exclude(mirror, reason);
                 continue;
             }
         };
-        if !c.paths.is_empty() && !c.paths.iter().any(|p| file.path.starts_with(p.as_str())) {
-            exclude(c.mirror, Reason::NotCarried);
+        if h.has(Hot::PATHS)
+            && !project.carriers[ci]
+                .paths
+                .iter()
+                .any(|p| file.path.starts_with(p.as_str()))
+        {
+            exclude(mirror, Reason::NotCarried);
             continue;
         }
-        let Some(avail) = c.avail.as_deref() else {
-            exclude(c.mirror, Reason::NotScanned);
+        if !h.has(Hot::SCANNED) {
+            exclude(mirror, Reason::NotScanned);
             continue;
-        };
+        }
         // Explaining: check now, to name the reason. Deciding: check lazily in rank order, so
         // only the mirrors that can win are looked up.
-        if facts.explain {
+        if let Some(avail) = project.carriers[ci]
+            .avail
+            .as_deref()
+            .filter(|_| facts.explain)
+        {
             if mutable {
                 if !avail.holds_version(file.id, file.size, file.mtime) {
-                    exclude(c.mirror, Reason::Outdated);
+                    exclude(mirror, Reason::Outdated);
                     continue;
                 }
             } else if !avail.present.contains(file.id) {
-                exclude(c.mirror, Reason::Missing);
+                exclude(mirror, Reason::Missing);
                 continue;
             }
         }
         let network = (h.has(Hot::ASNS)
             && g.asn
-                .is_some_and(|a| snap.mirrors[c.mirror].state.asns.contains(&a)))
+                .is_some_and(|a| snap.mirrors[mirror].state.asns.contains(&a)))
             || (h.has(Hot::NETWORKS)
-                && snap.mirrors[c.mirror]
+                && snap.mirrors[mirror]
                     .networks
                     .iter()
                     .any(|n| n.contains(&facts.ip)));
@@ -358,32 +436,16 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             Tier::Country
         } else if h.has(Hot::EXTRA_COUNTRIES)
             && g.country
-                .is_some_and(|cc| snap.mirrors[c.mirror].extra_countries.contains(&cc))
+                .is_some_and(|cc| snap.mirrors[mirror].extra_countries.contains(&cc))
         {
             Tier::ExtraCountry
-        } else if g.continent.is_some() && g.continent == h.continent {
-            Tier::Continent
         } else {
-            Tier::Elsewhere
+            base_tier(h)
         };
-        let closeness = match g.point {
-            Some(a) if h.has(Hot::LOCATED) => {
-                Some(a[0] * h.point[0] + a[1] * h.point[1] + a[2] * h.point[2])
-            }
-            _ => None,
-        };
-        choices.push(Choice {
-            mirror: c.mirror,
-            carrier: ci,
-            https,
-            tier,
-            distance_km: None,
-            closeness,
-            share: 0.0,
-        });
+        push(ci, h, tier, https, weight);
     }
-    let holds = |c: &Choice| {
-        project.carriers[c.carrier]
+    let holds = |c: &Cand| {
+        project.carriers[c.carrier as usize]
             .avail
             .as_deref()
             .is_some_and(|a| {
@@ -394,11 +456,26 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
                 }
             })
     };
-    if choices.is_empty() || !rank(facts, snap, rules, &mut choices, &holds) {
+    let Some((nearby, total)) = rank(facts, &mut cands, best, &holds) else {
         let mut d = fallback(facts, snap, Some(file), vec![], excluded);
         d.file_pos = Some(file_pos);
         return d;
-    }
+    };
+    let origin = g.point.filter(|_| facts.explain);
+    let choices = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Choice {
+            mirror: c.mirror as usize,
+            carrier: c.carrier as usize,
+            https: c.https,
+            tier: c.tier,
+            distance_km: origin
+                .zip(snap.mirrors[c.mirror as usize].point)
+                .map(|(a, b)| distance_km(&a, &b)),
+            share: if i < nearby { c.weight / total } else { 0.0 },
+        })
+        .collect();
     Decision {
         outcome: Outcome::Mirror,
         file: Some(file),
@@ -411,153 +488,230 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
 /// Alternatives kept after the chosen mirror when not explaining (Link headers, JSON).
 const ALTERNATIVES: usize = 4;
 
-/// Ranking key: tier first, then nearness (missing locations last).
-fn key(c: &Choice) -> (Tier, f64) {
-    (c.tier, -c.closeness.unwrap_or(-2.0))
+/// Ranking key, smaller is better: the tier, then nearness (missing locations last). Tiers are
+/// 4 apart and `-closeness` lies in [-1, 2], so one float comparison orders both.
+fn rank_key(tier: Tier, closeness: Option<f64>) -> f64 {
+    f64::from(tier as u8) * 4.0 - closeness.unwrap_or(-2.0)
 }
 
-fn before(a: &Choice, b: &Choice) -> std::cmp::Ordering {
-    let (ka, kb) = (key(a), key(b));
-    ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+/// The cosine of the largest angle still "nearby" a mirror at angle θ0 (given as its cosine):
+/// 1.5 × θ0 + 100 km, computed without inverse trigonometry (half-angle and triple-angle
+/// identities), capped at the antipode.
+fn nearby_limit(dot0: f64) -> f64 {
+    const DELTA: f64 = 100.0 / 6371.0;
+    let dot0 = dot0.clamp(-1.0, 1.0);
+    if dot0 < -0.5 {
+        // 1.5 × θ0 is past the antipode.
+        return -1.0;
+    }
+    let half = ((1.0 + dot0) / 2.0).sqrt(); // cos(θ0 / 2)
+    let c = 4.0 * half * half * half - 3.0 * half; // cos(1.5 θ0)
+    if c < -DELTA.cos() {
+        return -1.0;
+    }
+    let s = (1.0 - c * c).max(0.0).sqrt(); // sin(1.5 θ0), 1.5 θ0 in [0, π]
+    c * DELTA.cos() - s * DELTA.sin()
 }
 
-/// Orders `choices`: the drawn mirror first, then the rest of the nearby set by share, then
-/// the others by tier and distance (all of them when explaining, else the best few).
-/// When not explaining, availability is checked here, lazily (`holds`): the best candidate
-/// until one holds the file, then the nearby set, then the few alternatives shown. Returns
-/// false when no candidate holds the file.
+/// Index of the best-ranked choice in `choices[from..]`, if any.
+fn best_from(choices: &[Cand], from: usize) -> Option<usize> {
+    let mut best = from;
+    for i in from + 1..choices.len() {
+        if choices[i].key < choices[best].key {
+            best = i;
+        }
+    }
+    (best < choices.len()).then_some(best)
+}
+
+/// Orders `choices`: the drawn mirror first, then the rest of the nearby set by weight, then
+/// the others by tier and distance (all of them when explaining, else the best few). `best`
+/// is the best-ranked candidate. Returns the size of the nearby set (at the front) and its
+/// total weight, or None when no candidate holds the file.
+///
+/// When not explaining, availability is checked here, lazily (`holds`), so that a decision
+/// looks up only the mirrors that can win: the best candidate until one holds the file, the
+/// drawn mirror (a drawn mirror without the file is removed and the draw repeated — the same
+/// distribution as drawing among the holders only), and the few alternatives shown. The
+/// nearby set's weight is then that of its candidates before their availability was checked
+/// (only the order of the alternatives uses it).
 fn rank(
     facts: &Facts<'_>,
-    snap: &Snapshot,
-    rules: &[usize],
-    choices: &mut Vec<Choice>,
-    holds: &dyn Fn(&Choice) -> bool,
-) -> bool {
+    choices: &mut Vec<Cand>,
+    mut best: usize,
+    holds: &dyn Fn(&Cand) -> bool,
+) -> Option<(usize, f64)> {
     let lazy = !facts.explain;
-    // The best choice that holds the file, found by linear passes (no sort on the hot path).
-    let best = loop {
-        if choices.is_empty() {
-            return false;
-        }
-        let mut best = 0;
-        for i in 1..choices.len() {
-            if before(&choices[i], &choices[best]).is_lt() {
-                best = i;
-            }
-        }
-        if !lazy || holds(&choices[best]) {
-            break best;
-        }
+    // The best choice that holds the file: a linear pass per miss (no sort on the hot path).
+    while lazy && !holds(choices.get(best)?) {
         choices.swap_remove(best);
-    };
-    let (tier, closest) = (choices[best].tier, choices[best].closeness);
+        best = best_from(choices, 0)?;
+    }
+    let (tier, closest) = (choices.get(best)?.tier, choices[best].closeness);
     // Nearby: same tier, within 1.5 × the closest distance + 100 km (compared as cosines).
-    let limit = closest.map(|dot| {
-        let d0 = dot.clamp(-1.0, 1.0).acos() * 6371.0;
-        ((d0 * 1.5 + 100.0) / 6371.0)
-            .min(std::f64::consts::PI)
-            .cos()
-    });
-    let is_nearby = |c: &Choice| {
-        c.tier == tier
-            && match (limit, c.closeness) {
-                (Some(l), Some(dot)) => dot >= l,
-                (Some(_), None) => false,
-                (None, _) => true,
-            }
+    // NaN closeness (unlocated) compares false: never nearby a located best choice.
+    let limit = if closest.is_nan() {
+        None
+    } else {
+        Some(nearby_limit(closest))
     };
-    // Move the nearby set (those that hold the file) to the front.
-    let mut nearby = 0;
-    let mut i = 0;
-    while i < choices.len() {
+    let is_nearby = |c: &Cand| c.tier == tier && limit.is_none_or(|l| c.closeness >= l);
+    // Move the nearby set to the front, the best first, and weigh it.
+    choices.swap(0, best);
+    let mut nearby = 1;
+    for i in 1..choices.len() {
         if is_nearby(&choices[i]) {
-            if lazy && !holds(&choices[i]) {
-                choices.swap_remove(i);
-                continue;
+            if i != nearby {
+                choices.swap(nearby, i);
             }
-            choices.swap(nearby, i);
             nearby += 1;
         }
-        i += 1;
     }
-    let weight = |c: &Choice| {
-        let mut w = snap.hot[c.mirror].capacity;
-        for &ri in rules {
-            let r = &snap.rules[ri];
-            if r.action() == Action::Scale && r.mirrors.contains(&c.mirror) {
-                w *= r.state.weight_factor.unwrap_or(1.0);
+    let mut total = sum_weights(&choices[..nearby]);
+    // The draw; the best choice (index 0) is known to hold the file, so it always ends. A
+    // redraw takes fresh random bits (the same bits would hand the removed mirror's share to
+    // its neighbour in the list).
+    let mut random = facts.random;
+    let pick = loop {
+        let pick = if facts.sticky {
+            sticky_pick(facts, &choices[..nearby])
+        } else {
+            weighted_pick(random, &choices[..nearby], total)
+        };
+        random = mix(random ^ 0x2545_f491_4f6c_dd1d);
+        if !lazy || pick == 0 || holds(&choices[pick]) {
+            break pick;
+        }
+        total -= choices[pick].weight;
+        drop_nearby(choices, pick, &mut nearby);
+    };
+    choices.swap(0, pick);
+    let by_weight = |a: &Cand, b: &Cand| b.weight.total_cmp(&a.weight);
+    if !lazy {
+        choices[1..nearby].sort_unstable_by(by_weight);
+        choices[nearby..].sort_unstable_by(|a, b| a.key.total_cmp(&b.key));
+        return Some((nearby, total));
+    }
+    // The few alternatives shown: the rest of the nearby set by weight, then the others by
+    // rank, each checked. Found by single passes for the heaviest few (a taken or rejected
+    // candidate is marked with an infinite key and a negative weight); no sort.
+    let mut out = Vec::with_capacity(1 + ALTERNATIVES);
+    out.push(choices[0]);
+    let mut shown_nearby = 1;
+    'nearby: while out.len() < 1 + ALTERNATIVES {
+        let (top, n) = heaviest(&choices[1..nearby], 1 + ALTERNATIVES - out.len());
+        if n == 0 {
+            break;
+        }
+        for &t in &top[..n] {
+            let c = &mut choices[1 + t];
+            if holds(c) {
+                out.push(*c);
+                shown_nearby += 1;
+                c.weight = -1.0;
+            } else {
+                total -= c.weight;
+                c.weight = -1.0;
+                // Others may now be among the heaviest: look again.
+                continue 'nearby;
             }
         }
-        w.max(f64::MIN_POSITIVE)
-    };
-    let total: f64 = choices[..nearby].iter().map(weight).sum();
-    for c in choices[..nearby].iter_mut() {
-        c.share = weight(c) / total;
     }
-    let pick = if facts.sticky {
-        // Rendezvous hashing on the client's network: the same /24 (or /48) and project keep
-        // their mirror while it stays eligible, and weights still hold across clients.
-        let key = client_key(facts.ip) ^ (facts.project as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (0..nearby)
-            .map(|i| {
-                let u =
-                    unit(mix(key
-                        ^ (choices[i].mirror as u64)
-                            .wrapping_mul(0xbf58_476d_1ce4_e5b9)));
-                (i, -u.ln() / weight(&choices[i]))
-            })
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(0, |(i, _)| i)
-    } else {
-        let mut x = unit(mix(facts.random)) * total;
-        let mut chosen = nearby - 1;
-        for (i, c) in choices[..nearby].iter().enumerate() {
-            x -= weight(c);
-            if x < 0.0 {
-                chosen = i;
-                break;
-            }
+    while out.len() < 1 + ALTERNATIVES {
+        let Some(b) = best_from(choices, nearby).filter(|&b| choices[b].key.is_finite()) else {
+            break;
+        };
+        if holds(&choices[b]) {
+            out.push(choices[b]);
         }
-        chosen
-    };
-    choices[..nearby].swap(0, pick);
-    let by_share = |a: &Choice, b: &Choice| b.share.total_cmp(&a.share);
-    let others = &mut choices[1..nearby];
-    if facts.explain || others.len() <= ALTERNATIVES {
-        others.sort_unstable_by(by_share);
-    } else {
-        // Only the best few are shown: no need to sort the whole nearby set.
-        others.select_nth_unstable_by(ALTERNATIVES - 1, by_share);
-        others[..ALTERNATIVES].sort_unstable_by(by_share);
+        choices[b].key = f64::INFINITY;
     }
-    if lazy {
-        // The few alternatives shown after the nearby set, best first, each checked.
-        let mut next = nearby;
-        while next < (1 + ALTERNATIVES) && next < choices.len() {
-            let mut b = next;
-            for j in next + 1..choices.len() {
-                if before(&choices[j], &choices[b]).is_lt() {
-                    b = j;
+    *choices = out;
+    Some((shown_nearby, total))
+}
+
+/// Indices of the (up to) `k` heaviest candidates with a non-negative weight, heaviest first,
+/// in one pass.
+fn heaviest(choices: &[Cand], k: usize) -> ([usize; ALTERNATIVES], usize) {
+    let k = k.min(ALTERNATIVES);
+    let mut top = [0usize; ALTERNATIVES];
+    let mut n = 0;
+    if k == 0 {
+        return (top, 0);
+    }
+    for (i, c) in choices.iter().enumerate() {
+        if c.weight < 0.0 || (n == k && c.weight <= choices[top[n - 1]].weight) {
+            continue;
+        }
+        // Insert in order, dropping the lightest when full.
+        let mut j = if n < k { n } else { k - 1 };
+        while j > 0 && choices[top[j - 1]].weight < c.weight {
+            top[j] = top[j - 1];
+            j -= 1;
+        }
+        top[j] = i;
+        n = (n + 1).min(k);
+    }
+    (top, n)
+}
+
+/// Removes `choices[i]`, one of the first `nearby`, keeping those contiguous.
+fn drop_nearby(choices: &mut Vec<Cand>, i: usize, nearby: &mut usize) {
+    *nearby -= 1;
+    choices.swap(i, *nearby);
+    choices.swap_remove(*nearby);
+}
+
+/// The sum of the weights, over four independent accumulators (a single running sum is one
+/// long chain of dependent additions).
+fn sum_weights(cands: &[Cand]) -> f64 {
+    let mut acc = [0.0; 4];
+    let mut chunks = cands.chunks_exact(4);
+    for q in &mut chunks {
+        for (a, c) in acc.iter_mut().zip(q) {
+            *a += c.weight;
+        }
+    }
+    let rest: f64 = chunks.remainder().iter().map(|c| c.weight).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
+}
+
+/// A draw in proportion to the weights: the block of 8 the draw falls in, then the candidate
+/// inside it.
+fn weighted_pick(random: u64, nearby: &[Cand], total: f64) -> usize {
+    let mut x = unit(mix(random)) * total;
+    let mut start = 0;
+    for block in nearby.chunks(8) {
+        let w = sum_weights(block);
+        if x < w || start + block.len() == nearby.len() {
+            for (i, c) in block.iter().enumerate() {
+                x -= c.weight;
+                if x < 0.0 {
+                    return start + i;
                 }
             }
-            if holds(&choices[b]) {
-                choices.swap(next, b);
-                next += 1;
-            } else {
-                choices.swap_remove(b);
-            }
+            return start + block.len() - 1;
         }
-        choices.truncate(next.max(nearby.min(1 + ALTERNATIVES)).max(1));
-    } else {
-        choices[nearby..].sort_by(before);
+        x -= w;
+        start += block.len();
     }
-    let origin = facts.geo.point;
-    for c in choices.iter_mut() {
-        c.distance_km = origin
-            .zip(snap.mirrors[c.mirror].point)
-            .map(|(a, b)| distance_km(&a, &b));
-    }
-    true
+    nearby.len().saturating_sub(1)
+}
+
+/// Rendezvous hashing on the client's network: the same /24 (or /48) and project keep their
+/// mirror while it stays eligible, and weights still hold across clients.
+fn sticky_pick(facts: &Facts<'_>, nearby: &[Cand]) -> usize {
+    let key = client_key(facts.ip) ^ (facts.project as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    nearby
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let salt = (c.mirror as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let u = unit(mix(key ^ salt));
+            (i, -u.ln() / c.weight)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(i, _)| i)
 }
 
 fn client_key(ip: IpAddr) -> u64 {

@@ -643,3 +643,62 @@ fn fallbacks_nearest_first_and_never_downgraded() {
         Outcome::Unavailable
     );
 }
+
+#[test]
+fn nearby_limit_matches_the_trigonometric_definition() {
+    for i in 0..=2000 {
+        let dot0 = -1.0 + f64::from(i) / 1000.0;
+        let theta = dot0.acos();
+        let want = (theta * 1.5 + 100.0 / 6371.0)
+            .min(std::f64::consts::PI)
+            .cos();
+        let got = super::nearby_limit(dot0);
+        assert!((got - want).abs() < 1e-9, "dot0={dot0}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn nearby_mirrors_without_the_file_leave_the_spread_to_those_with_it() {
+    // Four mirrors in one city, weights 1:1:2:4; "b" and "d" lack pool/b.deb. Availability is
+    // checked only for the drawn mirror (and redrawn when it lacks the file), which must give
+    // the same spread as drawing among the holders: a 1:2 split between "a" and "c".
+    let at = |name: &str, bw: u64| {
+        MirrorState::test(name)
+            .at("FR", Continent::EU, 48.8, 2.3)
+            .with(|m| m.bandwidth_mbps = Some(bw))
+    };
+    let mut w = World::new(vec![
+        at("a", 1000),
+        at("b", 1000),
+        at("c", 2000),
+        at("d", 4000),
+    ]);
+    w.holds("b", &["pool/a.deb"]).holds("d", &["pool/a.deb"]);
+    let snap = w.snapshot();
+    let n = 30_000;
+    let c = spread(&snap, facts("pool/b.deb", paris()), n);
+    assert_eq!(c.get("b"), None, "{c:?}");
+    assert_eq!(c.get("d"), None, "{c:?}");
+    let share_c = c["c"] as f64 / n as f64;
+    assert!((share_c - 2.0 / 3.0).abs() < 0.02, "c gets 2/3: {c:?}");
+    // The alternatives shown hold the file too.
+    let d = select(&facts("pool/b.deb", paris()), &snap);
+    let names: Vec<&str> = d
+        .choices
+        .iter()
+        .map(|c| snap.mirrors[c.mirror].state.name.as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"a") && names.contains(&"c"), "{names:?}");
+    // Sticky clients too.
+    let mut f = facts("pool/b.deb", paris());
+    f.sticky = true;
+    for n in 0..50u8 {
+        let g = Facts {
+            ip: format!("198.51.{n}.7").parse().unwrap(),
+            ..f
+        };
+        let who = chosen(&snap, &g);
+        assert!(matches!(who.as_deref(), Some("a" | "c")), "{who:?}");
+    }
+}
