@@ -57,7 +57,9 @@ struct Shard {
     latency_sum_us: AtomicU64,
 }
 
-const SHARDS: usize = 16;
+/// Counters are spread over this many shards, one per thread (modulo), so that threads do
+/// not fight over cache lines.
+pub(crate) const SHARDS: usize = 16;
 
 thread_local! {
     static SHARD: usize = {
@@ -66,11 +68,16 @@ thread_local! {
     };
 }
 
+/// This thread's shard.
+pub(crate) fn shard() -> usize {
+    SHARD.with(|s| *s)
+}
+
 /// The redirector's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     shards: [Shard; SHARDS],
-    /// Stats events dropped because the stats channel was full.
+    /// Downloads not counted because too many distinct counters were pending.
     pub stats_dropped: AtomicU64,
     /// Stats flushes that failed (kept for the next flush).
     pub stats_flush_errors: AtomicU64,
@@ -83,7 +90,7 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one request.
     pub fn observe(&self, outcome: Outcome, took: Duration) {
-        let shard = &self.shards[SHARD.with(|s| *s)];
+        let shard = &self.shards[shard()];
         let i = OUTCOMES
             .iter()
             .position(|(o, _)| *o == outcome)

@@ -4,6 +4,7 @@
 //! file's path re-encoded segment by segment, so no request can produce a URL outside a
 //! configured base.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use base64::Engine;
@@ -20,22 +21,30 @@ use crate::snapshot::Snapshot;
 /// A response body.
 pub type Body = Full<Bytes>;
 
-/// Percent-encodes a relative path, segment by segment.
-pub fn encode_path(path: &str) -> String {
+fn path_byte_ok(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b)
+}
+
+/// Percent-encodes a relative path: every byte but the unreserved and sub-delimiter
+/// characters, `:`, `@` and the `/` between segments (borrowed when nothing needs it).
+pub fn encode_path(path: &str) -> Cow<'_, str> {
+    if path.bytes().all(path_byte_ok) {
+        return Cow::Borrowed(path);
+    }
     let mut out = String::with_capacity(path.len() + 8);
-    for (i, seg) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        for b in seg.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
-                out.push(b as char);
-            } else {
-                let _ = write!(out, "%{b:02X}");
-            }
+    for b in path.bytes() {
+        if path_byte_ok(b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
         }
     }
-    out
+    Cow::Owned(out)
+}
+
+/// A header value from a string built for it (no copy).
+fn header_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
 }
 
 /// A plain-text answer.
@@ -61,12 +70,24 @@ pub fn unavailable(why: &str) -> Response<Body> {
     r
 }
 
-fn b64(d: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(d)
-}
-
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The base URL of the decision's choice `i` (for the scheme it was chosen with).
+pub fn choice_base<'s>(
+    snap: &'s Snapshot,
+    project: usize,
+    d: &Decision<'_>,
+    i: usize,
+) -> Option<&'s str> {
+    let c = d.choices.get(i)?;
+    let carrier = snap.projects.get(project)?.carriers.get(c.carrier)?;
+    if c.https {
+        carrier.https.as_deref()
+    } else {
+        carrier.http.as_deref()
+    }
 }
 
 /// The URL of `path` on the decision's choice `i`.
@@ -77,53 +98,62 @@ pub fn choice_url(
     i: usize,
     path: &str,
 ) -> Option<String> {
-    let c = d.choices.get(i)?;
-    let carrier = snap.projects.get(project)?.carriers.get(c.carrier)?;
-    let base = if c.https {
-        carrier.https.as_deref()
-    } else {
-        carrier.http.as_deref()
-    }?;
-    Some(format!("{base}{}", encode_path(path)))
+    Some(join(choice_base(snap, project, d, i)?, &encode_path(path)))
+}
+
+/// A base URL and an encoded path, in one allocation.
+pub fn join(base: &str, encoded_path: &str) -> String {
+    let mut url = String::with_capacity(base.len() + encoded_path.len());
+    url.push_str(base);
+    url.push_str(encoded_path);
+    url
 }
 
 fn digest_headers(r: &mut Response<Body>, file: &FileEntry<'_>) {
-    let mut digest = Vec::new();
-    let mut repr = Vec::new();
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let mut digest = String::new();
+    let mut repr = String::new();
     for (kind, name, repr_name) in [
-        (HashKind::Sha256, "SHA-256", "sha-256"),
-        (HashKind::Sha1, "SHA", "sha"),
-        (HashKind::Md5, "MD5", "md5"),
+        (HashKind::Sha256, "SHA-256=", "sha-256=:"),
+        (HashKind::Sha1, "SHA=", "sha=:"),
+        (HashKind::Md5, "MD5=", "md5=:"),
     ] {
         if let Some(d) = file.digest(kind) {
-            digest.push(format!("{name}={}", b64(d)));
-            repr.push(format!("{repr_name}=:{}:", b64(d)));
+            if !digest.is_empty() {
+                digest.push(',');
+                repr.push_str(", ");
+            }
+            digest.push_str(name);
+            b64.encode_string(d, &mut digest);
+            repr.push_str(repr_name);
+            b64.encode_string(d, &mut repr);
+            repr.push(':');
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&digest.join(","))
-        && !digest.is_empty()
-    {
+    if digest.is_empty() {
+        return;
+    }
+    if let Some(v) = header_value(digest) {
         r.headers_mut().insert("digest", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&repr.join(", "))
-        && !repr.is_empty()
-    {
+    if let Some(v) = header_value(repr) {
         r.headers_mut().insert("repr-digest", v);
     }
 }
 
-/// `302` to `location` with the mirror answers' headers.
+/// `302` to `location` with the mirror answers' headers; `encoded_path` is the file's path
+/// as [`encode_path`] gives it. Each header value is built in one allocation.
 pub fn redirect(
-    location: &str,
+    location: String,
     snap: &Snapshot,
     project: usize,
     d: &Decision<'_>,
-    path: &str,
+    encoded_path: &str,
 ) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::FOUND;
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(location) {
+    if let Some(v) = header_value(location) {
         h.insert(header::LOCATION, v);
     }
     h.insert(
@@ -131,15 +161,20 @@ pub fn redirect(
         HeaderValue::from_static("private, no-cache"),
     );
     for i in 1..d.choices.len().min(5) {
-        let Some(url) = choice_url(snap, project, d, i, path) else {
+        let Some(base) = choice_base(snap, project, d, i) else {
             continue;
         };
-        let m = &snap.mirrors[d.choices[i].mirror];
-        let geo = m
-            .country
-            .map(|c| format!("; geo={}", crate::snapshot::cc_str(c).to_ascii_lowercase()))
-            .unwrap_or_default();
-        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=duplicate; pri={i}{geo}")) {
+        let mut link = String::with_capacity(base.len() + encoded_path.len() + 40);
+        link.push('<');
+        link.push_str(base);
+        link.push_str(encoded_path);
+        let _ = write!(link, ">; rel=duplicate; pri={i}");
+        if let Some(cc) = snap.mirrors[d.choices[i].mirror].country {
+            link.push_str("; geo=");
+            link.push(char::from(cc[0].to_ascii_lowercase()));
+            link.push(char::from(cc[1].to_ascii_lowercase()));
+        }
+        if let Some(v) = header_value(link) {
             h.append(header::LINK, v);
         }
     }

@@ -196,7 +196,8 @@ impl App {
             Ok(p) => p,
             Err(status) => return (respond::text(status, "bad request path\n"), M::BadRequest),
         };
-        let snap = self.snapshot.load_full();
+        // A guard, not a clone: no shared reference count touched per request.
+        let snap = self.snapshot.load();
         if !snap.loaded {
             return (
                 respond::unavailable("no fleet state loaded yet"),
@@ -255,12 +256,13 @@ impl App {
             };
             return (r, m);
         }
+        let encoded = respond::encode_path(rel);
         let fallback_url = |i: usize| {
             snap.projects[project]
                 .state
                 .fallbacks
                 .get(i)
-                .map(|f| format!("{}{}", f.url, respond::encode_path(rel)))
+                .map(|f| respond::join(&f.url, &encoded))
         };
         if mirrorlist {
             return (
@@ -295,7 +297,7 @@ impl App {
                     && let Some(pos) = d.file_pos
                 {
                     self.stats.count(stats::Event {
-                        snap: snap.clone(),
+                        snap: &snap,
                         project,
                         file: pos,
                         mirror: None,
@@ -304,12 +306,14 @@ impl App {
                     });
                 }
                 (
-                    respond::redirect(&url, &snap, project, &d, rel),
+                    respond::redirect(url, &snap, project, &d, &encoded),
                     M::Fallback,
                 )
             }
             Outcome::Mirror => {
-                let Some(url) = respond::choice_url(&snap, project, &d, 0, rel) else {
+                let Some(url) = respond::choice_base(&snap, project, &d, 0)
+                    .map(|base| respond::join(base, &encoded))
+                else {
                     return (
                         respond::unavailable("the chosen mirror has no URL"),
                         M::Unavailable,
@@ -320,7 +324,7 @@ impl App {
                 {
                     let mirror = Some(d.choices[0].mirror);
                     self.stats.count(stats::Event {
-                        snap: snap.clone(),
+                        snap: &snap,
                         project,
                         file: pos,
                         mirror,
@@ -329,7 +333,7 @@ impl App {
                     });
                 }
                 (
-                    respond::redirect(&url, &snap, project, &d, rel),
+                    respond::redirect(url, &snap, project, &d, &encoded),
                     M::Redirect,
                 )
             }

@@ -1,30 +1,27 @@
-//! Download statistics: the request path sends a small event on a bounded channel (never
-//! waits, counts what it had to drop); a task aggregates them and flushes a batch to the store
-//! every interval, keeping a failed batch for the next try (bounded) and flushing once more on
-//! shutdown.
+//! Download statistics: the request path adds one to a counter in its thread's shard (a
+//! mutex no other thread normally touches: no channel, no wake-up, no shared reference count);
+//! a task swaps the shards out every interval and flushes them to the store as one batch,
+//! keeping a failed batch for the next try (bounded) and flushing once more on shutdown.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mirrorfleet_crds::state::stats::StatsBatch;
 use mirrorfleet_store::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::snapshot::{Cc, Snapshot};
 
-/// How often the event channel is emptied (it holds 65,536 events: ample for this interval).
-const DRAIN_EVERY: Duration = Duration::from_millis(50);
-
-/// Most distinct counters held while the store is unreachable.
+/// Most distinct counters held per shard, and in a batch while the store is unreachable.
 const MAX_PENDING: usize = 500_000;
 
 /// One redirect to count.
 #[derive(Debug)]
-pub struct Event {
-    /// The snapshot that decided (names are resolved from it, off the request path).
-    pub snap: Arc<Snapshot>,
+pub struct Event<'a> {
+    /// The snapshot that decided (names are resolved from it at flush time).
+    pub snap: &'a Arc<Snapshot>,
     /// Project index.
     pub project: usize,
     /// Position of the file in the project's index.
@@ -33,70 +30,74 @@ pub struct Event {
     pub mirror: Option<usize>,
     /// Client country.
     pub country: Option<Cc>,
-    /// When (Unix seconds); the UTC day is derived off the request path.
+    /// When (Unix seconds); the UTC day is derived at flush time.
     pub at: i64,
 }
 
-/// The sending side, held by the request handlers.
+/// The counting side, held by the request handlers.
 #[derive(Debug, Clone)]
 pub struct Stats {
-    tx: mpsc::Sender<Event>,
+    shards: Arc<[Mutex<Pending>]>,
     metrics: Arc<Metrics>,
 }
 
 impl Stats {
-    /// Counts a redirect; never blocks.
-    pub fn count(&self, event: Event) {
-        if self.tx.try_send(event).is_err() {
-            self.metrics.stats_dropped.fetch_add(1, Ordering::Relaxed);
+    /// Counts a redirect; never waits on I/O.
+    pub fn count(&self, event: Event<'_>) {
+        match self.shards[metrics::shard()].lock() {
+            Ok(mut pending) => pending.add(event, &self.metrics),
+            Err(_) => {
+                self.metrics.stats_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Takes every shard's counters.
+    fn take(&self) -> Vec<Pending> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|mut p| std::mem::take(&mut *p)))
+            .collect()
     }
 }
 
-/// Starts the aggregating task. Send on the returned `oneshot` to flush and stop; it answers
+/// Starts the flushing task. Send on the returned `oneshot` to flush and stop; it answers
 /// when the last flush is done.
 pub fn start<S: Store>(
     store: S,
     metrics: Arc<Metrics>,
     every: Duration,
 ) -> (Stats, oneshot::Sender<oneshot::Sender<()>>) {
-    let (tx, mut rx) = mpsc::channel::<Event>(65_536);
+    let stats = Stats {
+        shards: (0..metrics::SHARDS)
+            .map(|_| Mutex::new(Pending::default()))
+            .collect(),
+        metrics,
+    };
     let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
-    let m = metrics.clone();
+    let s = stats.clone();
     tokio::spawn(async move {
-        let mut pending = Pending::default();
+        let m = s.metrics.clone();
         let mut batch = StatsBatch::default();
-        // The channel is drained on a short timer rather than awaited: a task waiting on
-        // `recv` would be woken once per request, and those wake-ups cost more than counting.
-        let mut drain = tokio::time::interval(DRAIN_EVERY);
-        let mut last_flush = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(every);
         loop {
-            tokio::select! {
-                _ = drain.tick() => {
-                    while let Ok(ev) = rx.try_recv() {
-                        pending.add(ev, &m);
-                    }
-                    if last_flush.elapsed() >= every {
-                        last_flush = tokio::time::Instant::now();
-                        pending.drain_into(&mut batch, &m);
-                        flush(&store, &mut batch, &m).await;
-                    }
+            let stop = tokio::select! {
+                _ = tick.tick() => None,
+                done = &mut stop_rx => Some(done),
+            };
+            for mut pending in s.take() {
+                pending.drain_into(&mut batch, &m);
+            }
+            flush(&store, &mut batch, &m).await;
+            if let Some(done) = stop {
+                if let Ok(done) = done {
+                    let _ = done.send(());
                 }
-                done = &mut stop_rx => {
-                    while let Ok(ev) = rx.try_recv() {
-                        pending.add(ev, &m);
-                    }
-                    pending.drain_into(&mut batch, &m);
-                    flush(&store, &mut batch, &m).await;
-                    if let Ok(done) = done {
-                        let _ = done.send(());
-                    }
-                    return;
-                }
+                return;
             }
         }
     });
-    (Stats { tx, metrics }, stop_tx)
+    (stats, stop_tx)
 }
 
 /// (generation, project, file position, mirror, country, day number).
@@ -104,14 +105,14 @@ type Key = (u64, usize, usize, Option<usize>, Option<Cc>, i64);
 
 /// Events counted by a small copyable key until the next flush; names and day strings are
 /// built once per distinct key per flush, not once per request.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Pending {
     counts: std::collections::HashMap<Key, u64>,
     snaps: std::collections::HashMap<u64, Arc<Snapshot>>,
 }
 
 impl Pending {
-    fn add(&mut self, ev: Event, metrics: &Metrics) {
+    fn add(&mut self, ev: Event<'_>, metrics: &Metrics) {
         if self.counts.len() >= MAX_PENDING {
             metrics.stats_dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -128,7 +129,10 @@ impl Pending {
                 ev.at.div_euclid(86_400),
             ))
             .or_default() += 1;
-        self.snaps.entry(generation).or_insert(ev.snap);
+        // The snapshot's reference count is touched once per generation, not per request.
+        self.snaps
+            .entry(generation)
+            .or_insert_with(|| ev.snap.clone());
     }
 
     fn drain_into(&mut self, batch: &mut StatsBatch, metrics: &Metrics) {

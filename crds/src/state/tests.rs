@@ -287,3 +287,22 @@ fn stats_batches_merge() {
         2
     );
 }
+
+#[test]
+fn every_path_is_found_at_its_position_by_the_hash_table() {
+    let index = FileIndex::build("debian", "s1", &[HashKind::Sha256], sample(30_000), None);
+    for back in [&index, &round_trip(&index)] {
+        for (pos, e) in back.iter().enumerate() {
+            assert_eq!(back.position(e.path), Some(pos), "{}", e.path);
+        }
+        for missing in [
+            "",
+            "pool",
+            "pool/main/p000/pkg_0_amd64.deb.x",
+            "pool/main/p000/",
+        ] {
+            assert_eq!(back.position(missing), None, "{missing:?}");
+        }
+    }
+    assert_eq!(FileIndex::default().position("a"), None);
+}
