@@ -11,11 +11,6 @@ use ipnet::IpNet;
 use mirrorfleet_redirector::geo::Geo;
 use mirrorfleet_redirector::server::{self, Config};
 
-/// mimalloc: the request path allocates a few short-lived buffers per request from every
-/// worker thread, where glibc's malloc spent ~8 % of the CPU (arena locks, consolidation).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "mirrorfleet-redirector",
