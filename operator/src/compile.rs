@@ -5,10 +5,13 @@
 
 use mirrorfleet_crds::geo;
 use mirrorfleet_crds::state::{
-    Action, FallbackState, FleetState, HashKind, LocationState, MirrorProjectState, MirrorState,
-    ProjectState, RestrictionState, RuleState, SourceState, SponsorState,
+    Action, FallbackState, FleetState, HashKind, HealthCheckState, LocationState,
+    MirrorProjectState, MirrorState, ProjectState, RestrictionState, RuleState, SourceState,
+    SponsorState,
 };
-use mirrorfleet_crds::v1alpha1::{AddressFamily, HashAlgorithm, RuleAction, ScanProtocol};
+use mirrorfleet_crds::v1alpha1::{
+    AddressFamily, HashAlgorithm, HealthCheck, RuleAction, ScanProtocol,
+};
 use mirrorfleet_crds::validate::Fleet;
 
 fn hash_kind(h: HashAlgorithm) -> HashKind {
@@ -137,6 +140,7 @@ pub fn compile(fleet: &Fleet) -> FleetState {
                 .map(str::to_owned)
                 .collect(),
             scan_timeout_seconds: spec.scan.as_ref().and_then(|s| s.timeout_seconds),
+            health_check: health_check(spec.health_check.as_ref()),
         });
     }
     for s in &fleet.sponsors {
@@ -184,6 +188,20 @@ pub fn compile(fleet: &Fleet) -> FleetState {
             .then_with(|| a.name.cmp(&b.name))
     });
     out
+}
+
+/// Health check settings with the defaults filled in.
+fn health_check(spec: Option<&HealthCheck>) -> HealthCheckState {
+    let d = HealthCheckState::default();
+    let Some(h) = spec else { return d };
+    HealthCheckState {
+        interval_seconds: h.interval_seconds.unwrap_or(d.interval_seconds).max(1),
+        timeout_seconds: h.timeout_seconds.unwrap_or(d.timeout_seconds).max(1),
+        failure_threshold: h.failure_threshold.unwrap_or(d.failure_threshold).max(1),
+        success_threshold: h.success_threshold.unwrap_or(d.success_threshold).max(1),
+        allow_redirects: h.allow_redirects.unwrap_or(d.allow_redirects),
+        disabled: h.disabled,
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod cmd;
 pub mod compile;
 pub mod error;
 pub mod geoip;
+pub mod health;
 pub mod manifests;
 pub mod scan;
 pub mod standalone;

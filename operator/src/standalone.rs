@@ -4,7 +4,8 @@
 //!
 //! The manifests are re-read every `reload_every`; a change that validates replaces the fleet,
 //! a change that does not is reported (file, line, problem) and the last good fleet stays.
-//! Health checks are not run here yet: every mirror counts as up until one is probed.
+//! Health checks run as a task of their own ([`health::Checker`]): verdicts go to the store
+//! at once; a mirror back from a long outage is rescanned here before it gets traffic.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use mirrorfleet_crds::state::{FileIndex, FleetState, PathClasses};
 use mirrorfleet_store::{EmbeddedStore, LoadedState, StateReader, StateWriter};
 use tokio::sync::Mutex;
 
+use crate::health::{self, Change, Checker, Transition};
 use crate::scan::{self, run};
 use crate::{cmd, compile, manifests};
 
@@ -64,7 +66,18 @@ pub async fn maintain(
     let writer = StateWriter::new(store.clone());
     writer.write_fleet(&fleet).await?;
     let fleet = Arc::new(Mutex::new(fleet));
+    let (targets_tx, targets_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let (rescanned_tx, rescanned_rx) = tokio::sync::mpsc::channel::<String>(64);
+    let (transitions_tx, mut transitions) = tokio::sync::mpsc::channel::<Transition>(1024);
+    let checker = Checker::new(writer.clone(), cmd::now);
+    let checker = tokio::spawn(checker.run(targets_rx, rescanned_rx, transitions_tx));
     let handle = tokio::spawn(async move {
+        // Dropped with this task: the checker stops with it.
+        let _checker = AbortOnDrop(checker);
+        // Mirrors back from a long outage, with the projects still to rescan.
+        let mut rescans: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut targets_of: Option<(u64, u64)> = None;
+        let mut fleet_version = 0u64;
         let mut last_source: HashMap<String, Instant> = HashMap::new();
         let mut last_mirror: HashMap<(String, String), Instant> = HashMap::new();
         let mut last_reload = Instant::now();
@@ -91,6 +104,7 @@ pub async fn maintain(
                                 tracing::warn!(error = %crate::error_chain(&e), "cannot store the fleet");
                             }
                             *current = new;
+                            fleet_version += 1;
                             last_source.clear();
                             last_mirror.clear();
                         }
@@ -154,6 +168,31 @@ pub async fn maintain(
             if reader.resync(&mut state).await.is_err() {
                 continue;
             }
+            // Probe targets follow the fleet, indexes and scans (computed when they change).
+            if targets_of != Some((state.generation, fleet_version)) {
+                targets_of = Some((state.generation, fleet_version));
+                let targets =
+                    health::checker::targets(&current, &state.indexes, &state.availability);
+                targets_tx.send_if_modified(|t| {
+                    let changed = **t != targets;
+                    if changed {
+                        *t = Arc::new(targets);
+                    }
+                    changed
+                });
+            }
+            while let Ok(t) = transitions.try_recv() {
+                if t.change == Change::RescanFirst
+                    && let Some(m) = current.mirror(&t.key.mirror)
+                {
+                    let projects: HashSet<String> =
+                        m.projects.iter().map(|p| p.project.clone()).collect();
+                    for p in &projects {
+                        last_mirror.remove(&(m.name.clone(), p.clone()));
+                    }
+                    rescans.insert(m.name.clone(), projects);
+                }
+            }
             // Finished scans report here; new ones start while fewer than MAX_SCANS run, so a
             // slow mirror never holds up the others or the manifest reload.
             while let Some(done) = scans.try_join_next() {
@@ -161,7 +200,14 @@ pub async fn maintain(
                     running.remove(&key);
                     match result {
                         Ok(s) => {
-                            tracing::info!(mirror = %key.0, project = %key.1, protocol = s.protocol, files = s.availability.counts.files, missing = s.availability.counts.missing, "mirror scanned")
+                            tracing::info!(mirror = %key.0, project = %key.1, protocol = s.protocol, files = s.availability.counts.files, missing = s.availability.counts.missing, "mirror scanned");
+                            if let Some(left) = rescans.get_mut(&key.0) {
+                                left.remove(&key.1);
+                                if left.is_empty() {
+                                    rescans.remove(&key.0);
+                                    let _ = rescanned_tx.try_send(key.0.clone());
+                                }
+                            }
                         }
                         Err(e) => tracing::warn!(error = %e, "mirror scan failed"),
                     }
@@ -214,5 +260,15 @@ pub async fn maintain(
 async fn store_index(writer: &StateWriter<EmbeddedStore>, index: &FileIndex) {
     if let Err(e) = writer.write_index(index, cmd::now()).await {
         tracing::warn!(project = %index.project, error = %crate::error_chain(&e), "cannot store the index");
+    }
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

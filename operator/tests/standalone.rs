@@ -1,5 +1,7 @@
-//! `mirrorfleet standalone` end to end: manifests with a local source and a mirror served by a
-//! real rsync daemon; the process indexes the source, scans the mirror and redirects to it.
+//! `mirrorfleet standalone` end to end: manifests with a local source and a mirror served by
+//! nginx (downloads, health probes) and a real rsync daemon (scans); the process indexes the
+//! source, scans the mirror and redirects to it — and stops when the mirror goes down, and
+//! starts again once it is back.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,13 +21,15 @@ fn standalone_indexes_scans_and_redirects() {
     );
     write_tree(&root.path().join("mirror"), &[("pool/a.deb", b"aaaa", t)]);
     let daemon = rsync_daemon(&[("mirror", &root.path().join("mirror"))]);
+    let web_port = free_port();
+    let web = nginx_on(&root.path().join("mirror"), web_port);
     let manifests = tempfile::tempdir().unwrap();
     std::fs::write(
         manifests.path().join("fleet.yaml"),
         format!(
             "apiVersion: mirrorfleet.io/v1alpha1\nkind: Project\nmetadata:\n  name: demo\nspec:\n  routing:\n    pathPrefix: /demo/\n  source:\n    local: {src}\n  fallbacks:\n    - url: https://origin.example/demo/\n\
              ---\napiVersion: mirrorfleet.io/v1alpha1\nkind: Sponsor\nmetadata:\n  name: s\nspec:\n  displayName: S\n\
-             ---\napiVersion: mirrorfleet.io/v1alpha1\nkind: Mirror\nmetadata:\n  name: loop\nspec:\n  sponsorRef: s\n  projects:\n    - project: demo\n      https: https://loop.example/demo/\n      rsync: rsync://127.0.0.1:{port}/mirror/\n",
+             ---\napiVersion: mirrorfleet.io/v1alpha1\nkind: Mirror\nmetadata:\n  name: loop\nspec:\n  sponsorRef: s\n  addressFamilies: [ipv4]\n  healthCheck:\n    intervalSeconds: 1\n    timeoutSeconds: 1\n  projects:\n    - project: demo\n      http: http://127.0.0.1:{web_port}/\n      rsync: rsync://127.0.0.1:{port}/mirror/\n",
             src = root.path().join("source").display(),
             port = daemon.port
         ),
@@ -66,31 +70,44 @@ fn standalone_indexes_scans_and_redirects() {
             .to_owned();
         Some((status, location))
     };
-    let start = Instant::now();
-    let mut last = None;
-    while start.elapsed() < Duration::from_secs(30) {
-        last = get("/demo/pool/a.deb");
-        if last
-            .as_ref()
-            .is_some_and(|(s, l)| *s == 302 && l.contains("loop.example"))
-        {
-            break;
+    let mirror_a = format!("http://127.0.0.1:{web_port}/pool/a.deb");
+    let origin_a = "https://origin.example/demo/pool/a.deb".to_owned();
+    // Polls until `/demo/pool/a.deb` redirects to `want`; returns how long it took.
+    let until = |want: &str, limit: Duration| -> Result<Duration, Option<(u16, String)>> {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < limit {
+            last = get("/demo/pool/a.deb");
+            if last.as_ref().is_some_and(|(s, l)| *s == 302 && l == want) {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Err(last)
+    };
+    let first = until(&mirror_a, Duration::from_secs(30));
     let b = get("/demo/pool/b.deb");
     let missing = get("/demo/pool/none.deb");
+    // The mirror goes down: out of rotation (the origin serves) within 10 s…
+    drop(web);
+    let down = until(&origin_a, Duration::from_secs(20));
+    // …and back once it answers again (three good probes).
+    let web = nginx_on(&root.path().join("mirror"), web_port);
+    let up = until(&mirror_a, Duration::from_secs(20));
+    drop(web);
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(
-        last,
-        Some((302, "https://loop.example/demo/pool/a.deb".to_owned())),
-        "the mirror holds a.deb"
-    );
+    assert!(first.is_ok(), "the mirror holds a.deb: {first:?}");
     assert_eq!(
         b,
         Some((302, "https://origin.example/demo/pool/b.deb".to_owned())),
         "the mirror lacks b.deb: the origin"
     );
+    let down = down.expect("a mirror that stops answering leaves rotation");
+    assert!(
+        down < Duration::from_secs(10),
+        "out of rotation in {down:?}"
+    );
+    assert!(up.is_ok(), "back in rotation once it answers: {up:?}");
     assert_eq!(missing.map(|(s, _)| s), Some(404));
 }

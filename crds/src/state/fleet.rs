@@ -201,6 +201,41 @@ pub struct MirrorState {
     /// Deadline of one scan in seconds, if set.
     #[serde(default)]
     pub scan_timeout_seconds: Option<u32>,
+    /// Health check settings.
+    #[serde(default)]
+    pub health_check: HealthCheckState,
+}
+
+/// Health check settings as compiled (the defaults filled in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckState {
+    /// Seconds between probes of one (scheme, family).
+    pub interval_seconds: u32,
+    /// Seconds a probe may take.
+    pub timeout_seconds: u32,
+    /// Consecutive failures before the mirror leaves rotation.
+    pub failure_threshold: u32,
+    /// Consecutive successes before it comes back.
+    pub success_threshold: u32,
+    /// A redirect answer counts as healthy.
+    pub allow_redirects: bool,
+    /// Not probed at all (always healthy).
+    pub disabled: bool,
+}
+
+impl Default for HealthCheckState {
+    /// Detects a refused connection, a 5xx or a hang within about 10 seconds — two failed
+    /// probes 3 seconds apart, each allowed 2 seconds — while one lost probe changes nothing.
+    fn default() -> Self {
+        HealthCheckState {
+            interval_seconds: 3,
+            timeout_seconds: 2,
+            failure_threshold: 2,
+            success_threshold: 3,
+            allow_redirects: false,
+            disabled: false,
+        }
+    }
 }
 
 /// A sponsor as shown publicly.

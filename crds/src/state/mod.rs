@@ -51,8 +51,9 @@ pub use avail::{Availability, MutableSeen, ScanCounts};
 pub use classes::PathClasses;
 pub use envelope::{Kind, decode, encode};
 pub use fleet::{
-    Action, FallbackState, FleetState, HashKind, LocationState, MirrorProjectState, MirrorState,
-    ProjectState, RestrictionState, RuleState, SourceState, SponsorState,
+    Action, FallbackState, FleetState, HashKind, HealthCheckState, LocationState,
+    MirrorProjectState, MirrorState, ProjectState, RestrictionState, RuleState, SourceState,
+    SponsorState,
 };
 pub use health::{Family, HealthState, MirrorHealth, ProbeScheme};
 pub use index::{CHUNK_FILES, FileEntry, FileIndex, FileRecord, IndexChunk, IndexMeta};

@@ -117,11 +117,15 @@ pub fn rsync_daemon(modules: &[(&str, &Path)]) -> Server {
 
 /// nginx serving `root` with autoindex (exact sizes).
 pub fn nginx(root: &Path) -> Server {
+    nginx_on(root, free_port())
+}
+
+/// [`nginx`] on a given port (to bring a "mirror" back where it was).
+pub fn nginx_on(root: &Path, port: u16) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let d = dir.path().display();
     let conf = format!(
-        "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+        "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
          server {{ listen 127.0.0.1:{port}; root {root}; location / {{ autoindex on; }} }}\n}}\n",
         root = root.display()
@@ -181,6 +185,16 @@ impl TcpFake {
         });
         TcpFake { port }
     }
+}
+
+/// Answers every request with `503 Service Unavailable`.
+pub fn http_503(mut stream: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 4096];
+    let _ = stream.read(&mut buf);
+    let _ = stream.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
 }
 
 /// Accepts and never says anything.
