@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod compile;
+pub mod controller;
 pub mod error;
 pub mod geoip;
 pub mod health;
