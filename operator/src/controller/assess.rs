@@ -130,7 +130,11 @@ where
         if let Some(map) = value.as_object_mut() {
             map.remove("status");
         }
-        let name = format!("{}/{}", K::kind(&()), o.meta().name.as_deref().unwrap_or(""));
+        let name = format!(
+            "{}/{}",
+            K::kind(&()),
+            o.meta().name.as_deref().unwrap_or("")
+        );
         files.push((
             name,
             serde_json::to_string_pretty(&value).unwrap_or_default(),

@@ -79,9 +79,15 @@ pub fn job_name(mirror: &str, project: &str, now: i64) -> String {
 pub fn scan_job(mirror: &Mirror, project: &str, settings: &JobSettings, now: i64) -> Job {
     let mirror_name = mirror.meta().name.clone().unwrap_or_default();
     let labels = BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "mirrorfleet".to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "mirrorfleet".to_owned(),
+        ),
         ("app.kubernetes.io/component".to_owned(), "scan".to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), "mirrorfleet".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "mirrorfleet".to_owned(),
+        ),
         (LABEL_MIRROR.to_owned(), mirror_name.clone()),
         (LABEL_PROJECT.to_owned(), project.to_owned()),
     ]);
@@ -220,7 +226,12 @@ mod tests {
         assert_eq!(meta.namespace.as_deref(), Some("fleet"));
         let owner = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str(), owner.controller),
+            (
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str(),
+                owner.controller
+            ),
             ("Mirror", "tiny-mirror", "u-1", Some(true))
         );
         let spec = job.spec.as_ref().unwrap();
@@ -230,7 +241,10 @@ mod tests {
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let c = &pod.containers[0];
-        assert_eq!(c.image.as_deref(), Some("registry.example/mirrorfleet:1.2.3"));
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.example/mirrorfleet:1.2.3")
+        );
         assert_eq!(
             c.args.as_deref().unwrap(),
             [
@@ -244,8 +258,14 @@ mod tests {
             ]
         );
         let res = c.resources.as_ref().unwrap();
-        assert_eq!(res.limits.as_ref().unwrap()["memory"], Quantity("512Mi".into()));
-        assert_eq!(res.requests.as_ref().unwrap()["cpu"], Quantity("100m".into()));
+        assert_eq!(
+            res.limits.as_ref().unwrap()["memory"],
+            Quantity("512Mi".into())
+        );
+        assert_eq!(
+            res.requests.as_ref().unwrap()["cpu"],
+            Quantity("100m".into())
+        );
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_MIRROR], "tiny-mirror");
         assert_eq!(labels[LABEL_PROJECT], "videolan");
@@ -258,7 +278,8 @@ mod tests {
             let n = job_name(m, p, 1_795_309_320);
             assert!(n.len() <= 63, "{n}");
             assert!(
-                n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
                 "{n}"
             );
             assert!(n.ends_with(&format!("-{:x}", 1_795_309_320)), "{n}");
@@ -276,13 +297,33 @@ mod tests {
             requested,
         };
         let cases = [
-            ("never scanned", f(None, None, false, false), Some(Due::First)),
+            (
+                "never scanned",
+                f(None, None, false, false),
+                Some(Due::First),
+            ),
             ("running", f(None, None, true, true), None),
             ("fresh", f(Some(now - 10), None, false, false), None),
-            ("interval passed", f(Some(now - 3600), None, false, false), Some(Due::Interval)),
-            ("requested", f(Some(now - 10), None, false, true), Some(Due::Requested)),
-            ("synced since", f(Some(now - 10), Some(now - 5), false, false), Some(Due::Synced)),
-            ("synced before", f(Some(now - 10), Some(now - 20), false, false), None),
+            (
+                "interval passed",
+                f(Some(now - 3600), None, false, false),
+                Some(Due::Interval),
+            ),
+            (
+                "requested",
+                f(Some(now - 10), None, false, true),
+                Some(Due::Requested),
+            ),
+            (
+                "synced since",
+                f(Some(now - 10), Some(now - 5), false, false),
+                Some(Due::Synced),
+            ),
+            (
+                "synced before",
+                f(Some(now - 10), Some(now - 20), false, false),
+                None,
+            ),
         ];
         for (name, facts, want) in cases {
             assert_eq!(due(&facts, 3600, now), want, "{name}");

@@ -191,9 +191,8 @@ mod tests {
             spec: Some(LeaseSpec {
                 holder_identity: holder.map(str::to_owned),
                 lease_duration_seconds: Some(15),
-                renew_time: renewed_secs_ago.map(|s| {
-                    MicroTime(now - k8s_openapi::jiff::SignedDuration::from_secs(s))
-                }),
+                renew_time: renewed_secs_ago
+                    .map(|s| MicroTime(now - k8s_openapi::jiff::SignedDuration::from_secs(s))),
                 ..LeaseSpec::default()
             }),
         }
@@ -206,13 +205,41 @@ mod tests {
         let wait = |h: &str| Decision::Wait { holder: h.into() };
         let cases = [
             ("no lease", None, Decision::Create),
-            ("mine", Some(lease(Some("me"), Some(3), now)), Decision::Renew),
-            ("mine, even stale", Some(lease(Some("me"), Some(60), now)), Decision::Renew),
-            ("other, fresh", Some(lease(Some("b"), Some(3), now)), wait("b")),
-            ("other, just within", Some(lease(Some("b"), Some(14), now)), wait("b")),
-            ("other, expired", Some(lease(Some("b"), Some(16), now)), Decision::TakeOver),
-            ("other, never renewed", Some(lease(Some("b"), None, now)), Decision::TakeOver),
-            ("released", Some(lease(None, Some(1), now)), Decision::TakeOver),
+            (
+                "mine",
+                Some(lease(Some("me"), Some(3), now)),
+                Decision::Renew,
+            ),
+            (
+                "mine, even stale",
+                Some(lease(Some("me"), Some(60), now)),
+                Decision::Renew,
+            ),
+            (
+                "other, fresh",
+                Some(lease(Some("b"), Some(3), now)),
+                wait("b"),
+            ),
+            (
+                "other, just within",
+                Some(lease(Some("b"), Some(14), now)),
+                wait("b"),
+            ),
+            (
+                "other, expired",
+                Some(lease(Some("b"), Some(16), now)),
+                Decision::TakeOver,
+            ),
+            (
+                "other, never renewed",
+                Some(lease(Some("b"), None, now)),
+                Decision::TakeOver,
+            ),
+            (
+                "released",
+                Some(lease(None, Some(1), now)),
+                Decision::TakeOver,
+            ),
         ];
         for (name, l, want) in cases {
             assert_eq!(decide(l.as_ref(), "me", now, d), want, "{name}");

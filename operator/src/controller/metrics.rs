@@ -161,14 +161,33 @@ impl Metrics {
         self.reconciles
             .render(&mut out, "mirrorfleet_operator_reconciles_total", "kind");
         out.push_str("# HELP mirrorfleet_operator_reconcile_errors_total Reconcile errors by class.\n# TYPE mirrorfleet_operator_reconcile_errors_total counter\n");
-        self.errors
-            .render(&mut out, "mirrorfleet_operator_reconcile_errors_total", "error");
+        self.errors.render(
+            &mut out,
+            "mirrorfleet_operator_reconcile_errors_total",
+            "error",
+        );
         for (name, help, c) in [
-            ("mirrorfleet_operator_fleet_writes_total", "Fleet state writes.", &self.fleet_writes),
-            ("mirrorfleet_operator_status_writes_total", "Status subresource writes.", &self.status_writes),
-            ("mirrorfleet_operator_scan_jobs_total", "Scan Jobs created.", &self.scan_jobs),
+            (
+                "mirrorfleet_operator_fleet_writes_total",
+                "Fleet state writes.",
+                &self.fleet_writes,
+            ),
+            (
+                "mirrorfleet_operator_status_writes_total",
+                "Status subresource writes.",
+                &self.status_writes,
+            ),
+            (
+                "mirrorfleet_operator_scan_jobs_total",
+                "Scan Jobs created.",
+                &self.scan_jobs,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
         }
         self.scan_seconds.render(
             &mut out,

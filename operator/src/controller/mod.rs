@@ -30,7 +30,9 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store as Cache;
 use kube::{Client, Resource, ResourceExt};
 use mirrorfleet_crds::state::FleetState;
-use mirrorfleet_crds::v1alpha1::{self, Condition, ConditionStatus, Mirror, Project, RegionRule, Sponsor};
+use mirrorfleet_crds::v1alpha1::{
+    self, Condition, ConditionStatus, Mirror, Project, RegionRule, Sponsor,
+};
 use mirrorfleet_store::{LoadedState, StateReader, StateWriter, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -215,8 +217,8 @@ impl<S: Store> Context<S> {
         Ok(a)
     }
 
-    /// Applies `status` to `obj` unless it already has it; publishes an Event for each of
-    /// `watched` conditions whose status changed.
+    /// Applies `status` to `obj` unless it already has it; publishes an Event when `Ready`
+    /// or `Healthy` changes to `True` or `False` (Warning for `False`).
     async fn apply_status<K, T>(
         &self,
         obj: &K,
@@ -232,9 +234,8 @@ impl<S: Store> Context<S> {
             + Debug,
         T: Serialize,
     {
-        let same = old.is_some_and(|o| {
-            serde_json::to_value(o).ok() == serde_json::to_value(new).ok()
-        });
+        let same =
+            old.is_some_and(|o| serde_json::to_value(o).ok() == serde_json::to_value(new).ok());
         if same {
             return Ok(());
         }
@@ -253,7 +254,10 @@ impl<S: Store> Context<S> {
         self.metrics.status_writes.inc();
         for c in new_conditions {
             let before = old_conditions.iter().find(|o| o.type_ == c.type_);
-            if before.is_some_and(|b| b.status == c.status) {
+            if !matches!(c.type_.as_str(), "Ready" | "Healthy")
+                || c.status == ConditionStatus::Unknown
+                || before.is_some_and(|b| b.status == c.status)
+            {
                 continue;
             }
             let ev = Event {
@@ -304,8 +308,14 @@ pub async fn reconcile_mirror<S: Store>(
         (ctx.now)(),
     );
     let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new, old_conditions, &new.conditions)
-        .await?;
+    ctx.apply_status(
+        &*obj,
+        obj.status.as_ref(),
+        &new,
+        old_conditions,
+        &new.conditions,
+    )
+    .await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -331,8 +341,14 @@ pub async fn reconcile_project<S: Store>(
         (ctx.now)(),
     );
     let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new, old_conditions, &new.conditions)
-        .await?;
+    ctx.apply_status(
+        &*obj,
+        obj.status.as_ref(),
+        &new,
+        old_conditions,
+        &new.conditions,
+    )
+    .await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -351,8 +367,14 @@ pub async fn reconcile_sponsor<S: Store>(
         (ctx.now)(),
     );
     let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new, old_conditions, &new.conditions)
-        .await?;
+    ctx.apply_status(
+        &*obj,
+        obj.status.as_ref(),
+        &new,
+        old_conditions,
+        &new.conditions,
+    )
+    .await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -371,8 +393,14 @@ pub async fn reconcile_rule<S: Store>(
         (ctx.now)(),
     );
     let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new, old_conditions, &new.conditions)
-        .await?;
+    ctx.apply_status(
+        &*obj,
+        obj.status.as_ref(),
+        &new,
+        old_conditions,
+        &new.conditions,
+    )
+    .await?;
     Ok(Action::requeue(RESYNC))
 }
 

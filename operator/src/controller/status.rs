@@ -276,13 +276,7 @@ pub fn sponsor(
     SponsorStatus {
         conditions: vec![ready(a, "Sponsor", name, generation, prev, now)],
         observed_generation: generation,
-        mirrors: Some(
-            a.fleet
-                .mirrors
-                .iter()
-                .filter(|m| m.sponsor == name)
-                .count() as u32,
-        ),
+        mirrors: Some(a.fleet.mirrors.iter().filter(|m| m.sponsor == name).count() as u32),
         redirects_this_month: previous.and_then(|s| s.redirects_this_month),
         bytes_this_month: previous.and_then(|s| s.bytes_this_month),
     }

@@ -311,3 +311,27 @@ pub fn ftp_hostile(stream: std::net::TcpStream) {
         }
     }
 }
+
+/// A redis-server on a free loopback port, with no persistence.
+pub fn redis_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(find("redis-server"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--protected-mode", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "redis-server");
+    Server { port, child, dir }
+}

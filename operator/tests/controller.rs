@@ -1,0 +1,474 @@
+//! The reconcilers against a mocked Kubernetes API (tower-test, as kube-rs/controller-rs
+//! does) and a real Redis: each scenario asserts the exact requests made — a status applied
+//! server-side on the status subresource, the Events published — and what reaches the store.
+//! Also the Lease election against the mock.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
+use kube::{Api, Client, Resource};
+use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
+use mirrorfleet_operator::controller::lease::Elector;
+use mirrorfleet_operator::controller::metrics::Metrics;
+use mirrorfleet_operator::controller::{
+    self, Caches, Context, reconcile_mirror, reconcile_sponsor,
+};
+use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget, StateReader};
+use serde_json::{Value, json};
+use support::*;
+use tower_test::mock::{Handle, pair};
+
+type Mock = Handle<Request<Body>, Response<Body>>;
+
+const NOW: i64 = 1_795_309_320;
+
+fn now() -> i64 {
+    NOW
+}
+
+fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
+    serde_json::from_value(json!({
+        "apiVersion": "mirrorfleet.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn project() -> Project {
+    object(
+        "Project",
+        "videolan",
+        json!({"routing": {"pathPrefix": "/videolan/"}, "source": {"local": "/srv/videolan"}}),
+    )
+}
+
+fn sponsor() -> Sponsor {
+    object("Sponsor", "acme", json!({"displayName": "Acme"}))
+}
+
+fn mirror(name: &str, sponsor: &str) -> Mirror {
+    object(
+        "Mirror",
+        name,
+        json!({"sponsorRef": sponsor, "location": {"country": "FR"},
+               "projects": [{"project": "videolan", "https": format!("https://{name}.example/videolan/")}]}),
+    )
+}
+
+fn cache<K>(objects: Vec<K>) -> (reflector::Store<K>, reflector::store::Writer<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&Event::InitDone);
+    (reader, writer)
+}
+
+struct World {
+    ctx: Arc<Context<RedisStore>>,
+    mock: Mock,
+    reader: StateReader<RedisStore>,
+    mirrors: reflector::store::Writer<Mirror>,
+    _redis: Server,
+}
+
+async fn world(mirrors: Vec<Mirror>, sponsors: Vec<Sponsor>) -> World {
+    let redis = redis_server();
+    let store = RedisStore::connect(RedisConfig::new(RedisTarget::Url(format!(
+        "redis://127.0.0.1:{}/0",
+        redis.port
+    ))))
+    .await
+    .unwrap();
+    let (service, mock) = pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (mirrors_reader, mirrors_writer) = cache(mirrors);
+    let caches = Caches {
+        projects: cache(vec![project()]).0,
+        mirrors: mirrors_reader,
+        sponsors: cache(sponsors).0,
+        rules: cache::<RegionRule>(vec![]).0,
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        "default",
+        caches,
+        store.clone(),
+        Arc::new(Metrics::default()),
+        now,
+    ));
+    World {
+        ctx,
+        mock,
+        reader: StateReader::new(store),
+        mirrors: mirrors_writer,
+        _redis: redis,
+    }
+}
+
+/// Takes the next request, checks method and path, answers `reply` (or echoes the body).
+async fn expect(
+    mock: &mut Mock,
+    method: Method,
+    path: &str,
+    reply: Option<Value>,
+) -> (String, Value) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), mock.next_request())
+        .await
+        .expect("a request")
+        .expect("the service is open");
+    let uri = req.uri().to_string();
+    assert_eq!(req.method(), method, "{uri}");
+    assert!(uri.starts_with(path), "{uri} should start with {path}");
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let answer = match reply {
+        // A status apply is answered with the whole object, its status replaced.
+        Some(mut object) if method == Method::PATCH => {
+            object["status"] = body["status"].clone();
+            object
+        }
+        Some(v) => v,
+        None => body.clone(),
+    };
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    (uri, body)
+}
+
+/// The reconcile's result, within 10 s.
+async fn done<T: std::fmt::Debug, E: std::fmt::Debug>(
+    task: tokio::task::JoinHandle<Result<T, E>>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the reconcile finishes")
+        .unwrap()
+        .unwrap()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_mirror_is_compiled_and_gets_ready() {
+    let m = mirror("m1", "acme");
+    let mut w = world(vec![m.clone()], vec![sponsor()]).await;
+    let task = tokio::spawn(reconcile_mirror(Arc::new(m.clone()), w.ctx.clone()));
+    let mut applied = serde_json::to_value(&m).unwrap();
+    let (uri, body) = expect(
+        &mut w.mock,
+        Method::PATCH,
+        "/apis/mirrorfleet.io/v1alpha1/namespaces/default/mirrors/m1/status?",
+        Some(serde_json::to_value(&m).unwrap()),
+    )
+    .await;
+    assert!(
+        uri.contains("fieldManager=mirrorfleet") && uri.contains("force=true"),
+        "{uri}"
+    );
+    assert_eq!(body["kind"], "Mirror");
+    assert_eq!(body["apiVersion"], "mirrorfleet.io/v1alpha1");
+    let status = &body["status"];
+    let ready = condition(status, "Ready");
+    assert_eq!(
+        (
+            &ready["status"],
+            &ready["reason"],
+            &ready["observedGeneration"]
+        ),
+        (&json!("True"), &json!("Compiled"), &json!(1))
+    );
+    assert_eq!(ready["lastTransitionTime"], "2026-11-22T01:02:00Z");
+    assert_eq!(condition(status, "Healthy")["status"], "Unknown");
+    assert_eq!(condition(status, "Scanned")["reason"], "NotScannedYet");
+    assert_eq!(status["healthSummary"], "Unknown");
+    applied["status"] = status.clone();
+    // The status PATCH is answered above with its own body; kube only needs valid JSON back,
+    // so answer the Event creation with its own body too.
+    let (_, event) = expect(
+        &mut w.mock,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events?",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            &event["reason"],
+            &event["type"],
+            &event["regarding"]["name"]
+        ),
+        (&json!("ReadyTrue"), &json!("Normal"), &json!("m1"))
+    );
+    let action = done(task).await;
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(controller::RESYNC)
+    );
+    let (state, _) = w.reader.load().await.unwrap();
+    let fleet = state.fleet.unwrap();
+    assert_eq!(fleet.mirrors.len(), 1);
+    assert_eq!(fleet.mirrors[0].name, "m1");
+    assert_eq!(fleet.projects[0].name, "videolan");
+
+    // Reconciled again with the status it now has: nothing to write, no request at all.
+    let again: Mirror = serde_json::from_value(applied).unwrap();
+    let quiet = tokio::time::timeout(
+        Duration::from_secs(5),
+        reconcile_mirror(Arc::new(again), w.ctx.clone()),
+    )
+    .await;
+    assert!(quiet.is_ok(), "an unchanged world makes no API request");
+    assert_eq!(
+        w.ctx.metrics.fleet_writes.get(),
+        1,
+        "the fleet was written once"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_mirror_says_why_and_stays_out_of_the_state() {
+    let good = mirror("m1", "acme");
+    let bad = mirror("m2", "nobody");
+    let mut w = world(vec![good, bad.clone()], vec![sponsor()]).await;
+    let task = tokio::spawn(reconcile_mirror(Arc::new(bad.clone()), w.ctx.clone()));
+    let (_, body) = expect(
+        &mut w.mock,
+        Method::PATCH,
+        "/apis/mirrorfleet.io/v1alpha1/namespaces/default/mirrors/m2/status?",
+        Some(serde_json::to_value(&bad).unwrap()),
+    )
+    .await;
+    let ready = condition(&body["status"], "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("Invalid"))
+    );
+    // Word for word what `mirrorfleet validate` prints for the same resource.
+    let manifest = |kind: &str, name: &str, spec: Value| {
+        serde_json::to_string_pretty(&json!({
+            "apiVersion": "mirrorfleet.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    let yaml = manifest("Mirror", "m2", serde_json::to_value(&bad.spec).unwrap());
+    let sponsor_yaml = manifest(
+        "Sponsor",
+        "acme",
+        serde_json::to_value(sponsor().spec).unwrap(),
+    );
+    let project_yaml = manifest(
+        "Project",
+        "videolan",
+        serde_json::to_value(project().spec).unwrap(),
+    );
+    let cli = mirrorfleet_crds::validate::validate(
+        &[
+            mirrorfleet_crds::validate::SourceFile {
+                name: "m2.yaml",
+                text: &yaml,
+            },
+            mirrorfleet_crds::validate::SourceFile {
+                name: "s.yaml",
+                text: &sponsor_yaml,
+            },
+            mirrorfleet_crds::validate::SourceFile {
+                name: "p.yaml",
+                text: &project_yaml,
+            },
+        ],
+        Default::default(),
+    );
+    let p = &cli.problems[0];
+    assert_eq!(ready["message"], format!("{}: {}", p.path, p.message));
+    assert!(p.message.contains("nobody"), "{}", p.message);
+    let (_, event) = expect(
+        &mut w.mock,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events?",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (&event["reason"], &event["type"]),
+        (&json!("ReadyFalse"), &json!("Warning"))
+    );
+    done(task).await;
+    let (state, _) = w.reader.load().await.unwrap();
+    let names: Vec<String> = state
+        .fleet
+        .unwrap()
+        .mirrors
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["m1"],
+        "the valid mirror applies, the invalid one does not"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_mirror_leaves_the_state() {
+    let (m1, m2) = (mirror("m1", "acme"), mirror("m2", "acme"));
+    let mut w = world(vec![m1.clone(), m2.clone()], vec![sponsor()]).await;
+    let task = tokio::spawn(reconcile_sponsor(Arc::new(sponsor()), w.ctx.clone()));
+    let (_, body) = expect(
+        &mut w.mock,
+        Method::PATCH,
+        "/apis/mirrorfleet.io/v1alpha1/namespaces/default/sponsors/acme/status?",
+        Some(serde_json::to_value(sponsor()).unwrap()),
+    )
+    .await;
+    assert_eq!(body["status"]["mirrors"], 2);
+    expect(&mut w.mock, Method::POST, "/apis/events.k8s.io/v1/", None).await;
+    done(task).await;
+    let mut applied = serde_json::to_value(sponsor()).unwrap();
+    applied["status"] = body["status"].clone();
+    let s: Sponsor = serde_json::from_value(applied).unwrap();
+    // m2 is deleted: the next reconcile of anything rewrites the fleet without it (and, Ready
+    // being unchanged, publishes no Event).
+    w.mirrors.apply_watcher_event(&Event::Delete(m2));
+    let task = tokio::spawn(reconcile_sponsor(Arc::new(s), w.ctx.clone()));
+    let (_, body) = expect(
+        &mut w.mock,
+        Method::PATCH,
+        "/apis/mirrorfleet.io/v1alpha1/namespaces/default/sponsors/acme/status?",
+        Some(serde_json::to_value(sponsor()).unwrap()),
+    )
+    .await;
+    assert_eq!(body["status"]["mirrors"], 1);
+    done(task).await;
+    let (state, _) = w.reader.load().await.unwrap();
+    let names: Vec<String> = state
+        .fleet
+        .unwrap()
+        .mirrors
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(names, ["m1"]);
+}
+
+fn lease_json(holder: &str, renewed: &str, version: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "mirrorfleet-operator", "namespace": "default", "resourceVersion": version},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed, "leaseTransitions": 3}
+    })
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+#[tokio::test]
+async fn the_lease_is_created_then_waited_for_then_taken_over() {
+    let (service, mut mock) = pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "default");
+    let elector = Elector::new(api, "mirrorfleet-operator", "pod-a");
+    let path = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+
+    // No lease: GET 404, then POST creating it held by us.
+    let e = elector.clone();
+    let task = tokio::spawn(async move { e.try_acquire().await });
+    let (req, send) = mock.next_request().await.unwrap();
+    assert_eq!(
+        (req.method(), req.uri().path()),
+        (&Method::GET, &*format!("{path}/mirrorfleet-operator"))
+    );
+    send.send_response(
+        Response::builder()
+            .status(404)
+            .body(Body::from(serde_json::to_vec(&not_found()).unwrap()))
+            .unwrap(),
+    );
+    let (_, created) = expect(&mut mock, Method::POST, path, None).await;
+    assert_eq!(created["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(created["spec"]["leaseTransitions"], 0);
+    assert!(done(task).await, "created: we lead");
+
+    // Held by another replica, renewed just now: no write, not ours.
+    let fresh = k8s_openapi::jiff::Timestamp::now().to_string();
+    let e = elector.clone();
+    let task = tokio::spawn(async move { e.try_acquire().await });
+    expect(
+        &mut mock,
+        Method::GET,
+        path,
+        Some(lease_json("pod-b", &fresh, "7")),
+    )
+    .await;
+    assert!(!done(task).await, "pod-b holds it");
+
+    // Held by another replica silent for a minute: replaced (with its resourceVersion).
+    let e = elector.clone();
+    let task = tokio::spawn(async move { e.try_acquire().await });
+    expect(
+        &mut mock,
+        Method::GET,
+        path,
+        Some(lease_json("pod-b", "2026-11-22T03:00:00Z", "8")),
+    )
+    .await;
+    let (_, replaced) = expect(
+        &mut mock,
+        Method::PUT,
+        &format!("{path}/mirrorfleet-operator"),
+        None,
+    )
+    .await;
+    assert_eq!(replaced["metadata"]["resourceVersion"], "8");
+    assert_eq!(replaced["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(replaced["spec"]["leaseTransitions"], 4);
+    assert!(done(task).await, "taken over");
+
+    // Two replicas racing: our replace loses with 409 — not ours, no error.
+    let e = elector.clone();
+    let task = tokio::spawn(async move { e.try_acquire().await });
+    expect(
+        &mut mock,
+        Method::GET,
+        path,
+        Some(lease_json("pod-b", "2026-11-22T03:00:00Z", "9")),
+    )
+    .await;
+    let (req, send) = mock.next_request().await.unwrap();
+    assert_eq!(req.method(), Method::PUT);
+    send.send_response(
+        Response::builder()
+            .status(409)
+            .body(Body::from(
+                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"})).unwrap(),
+            ))
+            .unwrap(),
+    );
+    assert!(!done(task).await, "lost the race");
+}
