@@ -65,6 +65,38 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         mirror_scan_minutes: u64,
     },
+    /// The Kubernetes operator: leader election (Lease), controllers for Project, Mirror,
+    /// Sponsor and RegionRule, health checks and scan Jobs. Uses the in-cluster config or
+    /// the kubeconfig.
+    Operator {
+        /// Namespace of the resources, the Lease and the scan Jobs.
+        #[arg(long, env = "MIRRORFLEET_NAMESPACE", default_value = "mirrorfleet")]
+        namespace: String,
+        /// Name of the leader Lease.
+        #[arg(long, default_value = "mirrorfleet-operator")]
+        lease: String,
+        /// This replica's identity in the Lease (the pod name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Where `/metrics`, `/healthz` and `/readyz` listen.
+        #[arg(long, default_value = "[::]:9090")]
+        metrics_addr: std::net::SocketAddr,
+        /// Image of the scan Jobs (the operator's own).
+        #[arg(
+            long,
+            env = "MIRRORFLEET_IMAGE",
+            default_value = "ghcr.io/mirrorfleet/mirrorfleet:latest"
+        )]
+        image: String,
+        /// Scan Jobs running at once.
+        #[arg(long, default_value_t = 4)]
+        max_scans: usize,
+        /// Minutes between two scans of one mirror's project.
+        #[arg(long, default_value_t = 60)]
+        scan_interval_minutes: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// GeoIP databases.
     Geoip {
         #[command(subcommand)]
@@ -203,6 +235,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await;
             task.abort();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Operator {
+            namespace,
+            lease,
+            identity,
+            metrics_addr,
+            image,
+            max_scans,
+            scan_interval_minutes,
+            store,
+        } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+            let mut store_args = Vec::new();
+            if let Some(url) = &store.redis {
+                store_args.push(format!("--redis={url}"));
+            }
+            for s in &store.sentinel {
+                store_args.push(format!("--sentinel={s}"));
+            }
+            if let Some(m) = &store.sentinel_master {
+                store_args.push(format!("--sentinel-master={m}"));
+            }
+            let settings = mirrorfleet_operator::controller::run::Settings {
+                namespace,
+                lease,
+                identity: identity.unwrap_or_else(|| format!("mirrorfleet-{}", std::process::id())),
+                metrics_addr,
+                jobs: mirrorfleet_operator::controller::jobs::JobSettings {
+                    image,
+                    store_args,
+                    max_concurrent: max_scans.max(1),
+                    ..Default::default()
+                },
+                scan_interval_seconds: scan_interval_minutes.max(1) * 60,
+            };
+            mirrorfleet_operator::controller::run::run(
+                client,
+                store.open().await?,
+                settings,
+                cmd::now,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Geoip {

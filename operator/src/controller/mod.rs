@@ -18,6 +18,7 @@ pub mod assess;
 pub mod jobs;
 pub mod lease;
 pub mod metrics;
+pub mod run;
 pub mod status;
 
 use std::fmt::Debug;
