@@ -6,6 +6,7 @@ pub mod compile;
 pub mod controller;
 pub mod error;
 pub mod geoip;
+pub mod gitsource;
 pub mod health;
 pub mod manifests;
 pub mod scan;

@@ -43,9 +43,26 @@ enum Command {
     /// Everything in one process, without Kubernetes or Redis: manifests compiled into an
     /// embedded store, source and mirror scans in-process, and the redirector.
     Standalone {
-        /// Directory of manifests (re-read every 10 s).
+        /// Directory of manifests (re-read every 10 s); with --git, the directory inside the
+        /// repository.
+        #[arg(long, required_unless_present = "git")]
+        manifests: Option<PathBuf>,
+        /// Follow this Git repository (clone, then fetch and fast-forward every
+        /// --git-interval seconds) instead of a local directory.
         #[arg(long)]
-        manifests: PathBuf,
+        git: Option<String>,
+        /// Branch to follow.
+        #[arg(long, default_value = "main")]
+        git_branch: String,
+        /// Seconds between two fetches.
+        #[arg(long, default_value_t = 30)]
+        git_interval: u64,
+        /// SSH private key for the repository.
+        #[arg(long)]
+        git_ssh_key: Option<PathBuf>,
+        /// File holding an HTTPS token for the repository.
+        #[arg(long)]
+        git_token_file: Option<PathBuf>,
         /// Directory of the embedded store (kept across restarts).
         #[arg(long, default_value = "./mirrorfleet-state")]
         state_dir: PathBuf,
@@ -195,6 +212,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan { what } => scan(what).await,
         Command::Standalone {
             manifests,
+            git,
+            git_branch,
+            git_interval,
+            git_ssh_key,
+            git_token_file,
             state_dir,
             listen,
             geoip_city,
@@ -203,10 +225,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mirror_scan_minutes,
         } => {
             let store = mirrorfleet_store::EmbeddedStore::open(&state_dir)?;
+            let git = git.map(|url| mirrorfleet_operator::gitsource::GitSource {
+                checkout: mirrorfleet_operator::gitsource::checkout_dir(&state_dir, &url),
+                url,
+                branch: git_branch,
+                path: manifests
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                ssh_key: git_ssh_key,
+                token_file: git_token_file,
+            });
+            let reload_every = std::time::Duration::from_secs(if git.is_some() {
+                git_interval.max(1)
+            } else {
+                10
+            });
             let settings = mirrorfleet_operator::standalone::Settings {
-                manifests,
+                manifests: manifests.unwrap_or_default(),
+                git,
                 state_dir,
-                reload_every: std::time::Duration::from_secs(10),
+                reload_every,
                 source_every: std::time::Duration::from_secs(300),
                 mirror_every: std::time::Duration::from_secs(mirror_scan_minutes.max(1) * 60),
                 recheck_every: std::time::Duration::from_secs(5),

@@ -16,6 +16,7 @@ use mirrorfleet_crds::state::{FileIndex, FleetState, PathClasses};
 use mirrorfleet_store::{EmbeddedStore, LoadedState, StateReader, StateWriter};
 use tokio::sync::Mutex;
 
+use crate::gitsource::GitSource;
 use crate::health::{self, Change, Checker, Transition};
 use crate::scan::{self, run};
 use crate::{cmd, compile, manifests};
@@ -26,8 +27,10 @@ const MAX_SCANS: usize = 4;
 /// What standalone mode needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Directory of manifests.
+    /// Directory of manifests (with `git`: the directory inside the repository is used).
     pub manifests: PathBuf,
+    /// Follow a Git repository instead of a directory (polled every `reload_every`).
+    pub git: Option<GitSource>,
     /// Directory of the embedded store.
     pub state_dir: PathBuf,
     /// How often the manifests are re-read.
@@ -56,12 +59,38 @@ pub fn load(dir: &PathBuf) -> Result<FleetState, String> {
     Ok(compile::compile(&outcome.fleet))
 }
 
+/// Where the manifests are now: the directory, or the Git working copy after a fetch and
+/// fast-forward (with the commit, to name it in messages).
+async fn manifests_dir(settings: &Settings) -> Result<(PathBuf, Option<String>), String> {
+    let Some(git) = settings.git.clone() else {
+        return Ok((settings.manifests.clone(), None));
+    };
+    let synced = tokio::task::spawn_blocking(move || git.sync())
+        .await
+        .map_err(|e| format!("the Git task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    if synced.changed {
+        tracing::info!(commit = %synced.commit, "manifests repository updated");
+    }
+    Ok((synced.dir, Some(synced.commit)))
+}
+
+/// Reads the manifests from wherever they are; `Err` names the commit and the problems.
+async fn load_current(settings: &Settings) -> Result<FleetState, String> {
+    let (dir, commit) = manifests_dir(settings).await?;
+    load(&dir).map_err(|problems| match commit {
+        Some(c) => format!("commit {c}: {problems}"),
+        None => problems,
+    })
+}
+
 /// Keeps the store's fleet, indexes and availability current until the task is dropped.
 pub async fn maintain(
     settings: Settings,
     store: EmbeddedStore,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let fleet = load(&settings.manifests)
+    let fleet = load_current(&settings)
+        .await
         .map_err(|problems| anyhow::anyhow!("the manifests have problems:\n{problems}"))?;
     let writer = StateWriter::new(store.clone());
     writer.write_fleet(&fleet).await?;
@@ -95,7 +124,7 @@ pub async fn maintain(
             tick.tick().await;
             if last_reload.elapsed() >= settings.reload_every {
                 last_reload = Instant::now();
-                match load(&settings.manifests) {
+                match load_current(&settings).await {
                     Ok(new) => {
                         let mut current = fleet.lock().await;
                         if *current != new {
@@ -110,6 +139,7 @@ pub async fn maintain(
                         }
                     }
                     Err(problems) => {
+                        let problems = problems.replace('\n', "; ");
                         tracing::warn!(%problems, "manifests have problems; keeping the last good fleet")
                     }
                 }
