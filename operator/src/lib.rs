@@ -8,6 +8,7 @@ pub mod error;
 pub mod geoip;
 pub mod gitsource;
 pub mod health;
+pub mod locate;
 pub mod manifests;
 pub mod scan;
 pub mod standalone;

@@ -111,6 +111,12 @@ enum Command {
         /// Minutes between two scans of one mirror's project.
         #[arg(long, default_value_t = 60)]
         scan_interval_minutes: i64,
+        /// GeoIP City or Country database, to locate mirrors whose spec does not.
+        #[arg(long)]
+        geoip_city: Option<PathBuf>,
+        /// GeoIP ASN database, for mirrors whose spec lists no AS.
+        #[arg(long)]
+        geoip_asn: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -241,9 +247,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 10
             });
+            let locator = match (&geoip_city, &geoip_asn) {
+                (None, None) => None,
+                _ => Some(std::sync::Arc::new(
+                    mirrorfleet_operator::locate::Locator::new(
+                        mirrorfleet_redirector::geo::Geo::open(
+                            geoip_city.clone(),
+                            geoip_asn.clone(),
+                        )?,
+                    ),
+                )),
+            };
             let settings = mirrorfleet_operator::standalone::Settings {
                 manifests: manifests.unwrap_or_default(),
                 git,
+                locator,
                 state_dir,
                 reload_every,
                 source_every: std::time::Duration::from_secs(300),
@@ -284,6 +302,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             image,
             max_scans,
             scan_interval_minutes,
+            geoip_city,
+            geoip_asn,
             store,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -312,6 +332,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
                 scan_interval_seconds: scan_interval_minutes.max(1) * 60,
+                locator: match (&geoip_city, &geoip_asn) {
+                    (None, None) => None,
+                    _ => Some(std::sync::Arc::new(
+                        mirrorfleet_operator::locate::Locator::new(
+                            mirrorfleet_redirector::geo::Geo::open(geoip_city, geoip_asn)?,
+                        ),
+                    )),
+                },
             };
             mirrorfleet_operator::controller::run::run(
                 client,

@@ -31,6 +31,8 @@ pub struct Settings {
     pub manifests: PathBuf,
     /// Follow a Git repository instead of a directory (polled every `reload_every`).
     pub git: Option<GitSource>,
+    /// Locates mirrors whose spec gives no location (GeoIP of their host).
+    pub locator: Option<Arc<crate::locate::Locator>>,
     /// Directory of the embedded store.
     pub state_dir: PathBuf,
     /// How often the manifests are re-read.
@@ -78,10 +80,14 @@ async fn manifests_dir(settings: &Settings) -> Result<(PathBuf, Option<String>),
 /// Reads the manifests from wherever they are; `Err` names the commit and the problems.
 async fn load_current(settings: &Settings) -> Result<FleetState, String> {
     let (dir, commit) = manifests_dir(settings).await?;
-    load(&dir).map_err(|problems| match commit {
+    let mut fleet = load(&dir).map_err(|problems| match commit {
         Some(c) => format!("commit {c}: {problems}"),
         None => problems,
-    })
+    })?;
+    if let Some(l) = &settings.locator {
+        l.fill(&mut fleet).await;
+    }
+    Ok(fleet)
 }
 
 /// Keeps the store's fleet, indexes and availability current until the task is dropped.

@@ -139,6 +139,8 @@ pub struct Context<S: Store> {
     now: fn() -> i64,
     /// The latest assessment (probe targets and scan scheduling read it).
     pub latest: tokio::sync::watch::Sender<Arc<FleetState>>,
+    /// Fills mirror locations from GeoIP where specs leave them out.
+    locator: Option<Arc<crate::locate::Locator>>,
 }
 
 impl<S: Store> Debug for Context<S> {
@@ -174,7 +176,14 @@ impl<S: Store> Context<S> {
             metrics,
             now,
             latest: tokio::sync::watch::Sender::new(Arc::new(FleetState::default())),
+            locator: None,
         }
+    }
+
+    /// Locates mirrors without a declared location through GeoIP.
+    pub fn with_locator(mut self, locator: Arc<crate::locate::Locator>) -> Self {
+        self.locator = Some(locator);
+        self
     }
 
     /// The store's state, brought up to date.
@@ -187,7 +196,10 @@ impl<S: Store> Context<S> {
     /// Assesses the fleet and writes it when the store holds another one.
     pub async fn sync_fleet(&self) -> Result<Assessment, Error> {
         self.caches.ready().await?;
-        let a = assess::assess(&self.caches.objects());
+        let mut a = assess::assess(&self.caches.objects());
+        if let Some(l) = &self.locator {
+            l.fill(&mut a.fleet).await;
+        }
         let state = self.state().await?;
         let stored = state.fleet.as_deref();
         if stored != Some(&a.fleet) {

@@ -41,6 +41,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     /// Seconds between two scans of one (mirror, project).
     pub scan_interval_seconds: i64,
+    /// Locates mirrors whose spec gives no location (GeoIP of their host).
+    pub locator: Option<Arc<crate::locate::Locator>>,
 }
 
 /// Runs the operator until leadership is lost or a controller stops.
@@ -77,14 +79,18 @@ pub async fn run<S: Store + Clone>(
         sponsors: sponsors.store(),
         rules: rules.store(),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         ns,
         caches,
         store.clone(),
         metrics.clone(),
         now,
-    ));
+    );
+    if let Some(l) = &settings.locator {
+        ctx = ctx.with_locator(l.clone());
+    }
+    let ctx = Arc::new(ctx);
 
     // Health: targets follow the fleet and the scans; a verdict change re-reconciles the
     // mirror (status, Event) at once.
