@@ -10,6 +10,46 @@ use mirrorfleet_store::{AnyStore, StateReader, StateWriter};
 use crate::scan::{self, run};
 use crate::{compile, manifests};
 
+/// A Git repository of manifests to follow.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GitArgs {
+    /// Follow this Git repository (clone, then fetch and fast-forward every --git-interval
+    /// seconds).
+    #[arg(long)]
+    pub git: Option<String>,
+    /// Branch to follow.
+    #[arg(long, default_value = "main")]
+    pub git_branch: String,
+    /// Seconds between two fetches.
+    #[arg(long, default_value_t = 30)]
+    pub git_interval: u64,
+    /// SSH private key for the repository.
+    #[arg(long)]
+    pub git_ssh_key: Option<PathBuf>,
+    /// File holding an HTTPS token for the repository.
+    #[arg(long)]
+    pub git_token_file: Option<PathBuf>,
+}
+
+impl GitArgs {
+    /// The source, with its working copy under `state_dir` and manifests at `path` in it.
+    pub fn source(
+        &self,
+        state_dir: &std::path::Path,
+        path: &str,
+    ) -> Option<crate::gitsource::GitSource> {
+        let url = self.git.clone()?;
+        Some(crate::gitsource::GitSource {
+            checkout: crate::gitsource::checkout_dir(state_dir, &url),
+            url,
+            branch: self.git_branch.clone(),
+            path: path.to_owned(),
+            ssh_key: self.git_ssh_key.clone(),
+            token_file: self.git_token_file.clone(),
+        })
+    }
+}
+
 /// Where the fleet state is.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct StoreArgs {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mirrorfleet_crds::validate::Options;
-use mirrorfleet_operator::cmd::{self, StoreArgs};
+use mirrorfleet_operator::cmd::{self, GitArgs, StoreArgs};
 use mirrorfleet_operator::manifests;
 
 #[derive(Debug, Parser)]
@@ -47,22 +47,8 @@ enum Command {
         /// repository.
         #[arg(long, required_unless_present = "git")]
         manifests: Option<PathBuf>,
-        /// Follow this Git repository (clone, then fetch and fast-forward every
-        /// --git-interval seconds) instead of a local directory.
-        #[arg(long)]
-        git: Option<String>,
-        /// Branch to follow.
-        #[arg(long, default_value = "main")]
-        git_branch: String,
-        /// Seconds between two fetches.
-        #[arg(long, default_value_t = 30)]
-        git_interval: u64,
-        /// SSH private key for the repository.
-        #[arg(long)]
-        git_ssh_key: Option<PathBuf>,
-        /// File holding an HTTPS token for the repository.
-        #[arg(long)]
-        git_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        git: GitArgs,
         /// Directory of the embedded store (kept across restarts).
         #[arg(long, default_value = "./mirrorfleet-state")]
         state_dir: PathBuf,
@@ -117,6 +103,14 @@ enum Command {
         /// GeoIP ASN database, for mirrors whose spec lists no AS.
         #[arg(long)]
         geoip_asn: Option<PathBuf>,
+        #[command(flatten)]
+        git: GitArgs,
+        /// Directory of the manifests inside the Git repository.
+        #[arg(long, default_value = "")]
+        git_path: String,
+        /// Where the Git working copy lives.
+        #[arg(long, default_value = "/tmp/mirrorfleet")]
+        work_dir: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -219,10 +213,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Standalone {
             manifests,
             git,
-            git_branch,
-            git_interval,
-            git_ssh_key,
-            git_token_file,
             state_dir,
             listen,
             geoip_city,
@@ -231,22 +221,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mirror_scan_minutes,
         } => {
             let store = mirrorfleet_store::EmbeddedStore::open(&state_dir)?;
-            let git = git.map(|url| mirrorfleet_operator::gitsource::GitSource {
-                checkout: mirrorfleet_operator::gitsource::checkout_dir(&state_dir, &url),
-                url,
-                branch: git_branch,
-                path: manifests
-                    .as_ref()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                ssh_key: git_ssh_key,
-                token_file: git_token_file,
-            });
-            let reload_every = std::time::Duration::from_secs(if git.is_some() {
-                git_interval.max(1)
-            } else {
-                10
-            });
+            let path = manifests
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let interval = git.git_interval.max(1);
+            let git = git.source(&state_dir, &path);
+            let reload_every =
+                std::time::Duration::from_secs(if git.is_some() { interval } else { 10 });
             let locator = match (&geoip_city, &geoip_asn) {
                 (None, None) => None,
                 _ => Some(std::sync::Arc::new(
@@ -304,6 +286,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scan_interval_minutes,
             geoip_city,
             geoip_asn,
+            git,
+            git_path,
+            work_dir,
             store,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -340,6 +325,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         ),
                     )),
                 },
+                git: git
+                    .source(&work_dir, &git_path)
+                    .map(|s| (s, std::time::Duration::from_secs(git.git_interval.max(1)))),
             };
             mirrorfleet_operator::controller::run::run(
                 client,

@@ -472,3 +472,78 @@ async fn the_lease_is_created_then_waited_for_then_taken_over() {
     );
     assert!(!done(task).await, "lost the race");
 }
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "mirrorfleet.io/v1alpha1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+#[tokio::test]
+async fn the_git_sync_applies_a_commit_and_prunes_what_it_dropped() {
+    use mirrorfleet_operator::controller::gitsync::{self, FROM_GIT};
+    let text = "apiVersion: mirrorfleet.io/v1alpha1\nkind: Project\nmetadata:\n  name: videolan\nspec:\n  routing:\n    pathPrefix: /videolan/\n  source:\n    local: /srv/videolan\n---\napiVersion: mirrorfleet.io/v1alpha1\nkind: Sponsor\nmetadata:\n  name: acme\nspec:\n  displayName: Acme\n";
+    let outcome = mirrorfleet_crds::validate::validate(
+        &[mirrorfleet_crds::validate::SourceFile {
+            name: "fleet.yaml",
+            text,
+        }],
+        Default::default(),
+    );
+    assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+    let (service, mut mock) = pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let task = tokio::spawn(async move { gitsync::apply(&client, "fleet", &outcome.fleet).await });
+    let base = "/apis/mirrorfleet.io/v1alpha1/namespaces/fleet";
+    for (kind, plural, items) in [
+        ("Project", "projects", vec![]),
+        ("Sponsor", "sponsors", vec![]),
+        // A mirror applied by an earlier commit, gone from this one.
+        (
+            "Mirror",
+            "mirrors",
+            vec![serde_json::to_value(mirror("old", "acme")).unwrap()],
+        ),
+        ("RegionRule", "regionrules", vec![]),
+    ] {
+        let (uri, _) = expect(
+            &mut mock,
+            Method::GET,
+            &format!("{base}/{plural}?"),
+            Some(list(kind, items)),
+        )
+        .await;
+        assert!(
+            uri.contains("labelSelector=mirrorfleet.io%2Ffrom-git%3Dtrue"),
+            "{uri}"
+        );
+    }
+    let (uri, body) = expect(
+        &mut mock,
+        Method::PATCH,
+        &format!("{base}/projects/videolan?"),
+        Some(serde_json::to_value(project()).unwrap()),
+    )
+    .await;
+    assert!(
+        uri.contains("fieldManager=mirrorfleet-git") && uri.contains("force=true"),
+        "{uri}"
+    );
+    assert_eq!(body["metadata"]["labels"][FROM_GIT], "true");
+    assert_eq!(body["metadata"].get("namespace"), None);
+    assert_eq!(body["spec"]["routing"]["pathPrefix"], "/videolan/");
+    expect(
+        &mut mock,
+        Method::PATCH,
+        &format!("{base}/sponsors/acme?"),
+        Some(serde_json::to_value(sponsor()).unwrap()),
+    )
+    .await;
+    expect(
+        &mut mock,
+        Method::DELETE,
+        &format!("{base}/mirrors/old"),
+        Some(serde_json::to_value(mirror("old", "acme")).unwrap()),
+    )
+    .await;
+    let plan = done(task).await;
+    assert_eq!(plan.delete, [("Mirror".to_owned(), "old".to_owned())]);
+}

@@ -15,6 +15,7 @@
 //! Only the leader ([`lease`]) runs controllers, health checks and scan scheduling.
 
 pub mod assess;
+pub mod gitsync;
 pub mod jobs;
 pub mod lease;
 pub mod metrics;

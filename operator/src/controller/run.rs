@@ -43,6 +43,9 @@ pub struct Settings {
     pub scan_interval_seconds: i64,
     /// Locates mirrors whose spec gives no location (GeoIP of their host).
     pub locator: Option<Arc<crate::locate::Locator>>,
+    /// Follow this repository of manifests and apply it to the namespace (polled every
+    /// given interval).
+    pub git: Option<(crate::gitsource::GitSource, Duration)>,
 }
 
 /// Runs the operator until leadership is lost or a controller stops.
@@ -155,6 +158,14 @@ pub async fn run<S: Store + Clone>(
         })
     };
 
+    let git = settings.git.clone().map(|(source, every)| {
+        tokio::spawn(super::gitsync::follow(
+            client.clone(),
+            settings.namespace.clone(),
+            source,
+            every,
+        ))
+    });
     let trigger = futures_util::stream::unfold(trigger_rx, |mut rx| async move {
         rx.recv().await.map(|r| (r, rx))
     });
@@ -180,7 +191,7 @@ pub async fn run<S: Store + Clone>(
         _ = mirrorfleet_redirector::server::shutdown_signal() => Ok(()),
     };
     metrics.leader.store(false, Ordering::Relaxed);
-    for t in [checking, forwarding, scheduling] {
+    for t in [checking, forwarding, scheduling].into_iter().chain(git) {
         t.abort();
     }
     serving.abort();
