@@ -102,6 +102,7 @@ async fn world(mirrors: Vec<Mirror>, sponsors: Vec<Sponsor>) -> World {
         mirrors: mirrors_reader,
         sponsors: cache(sponsors).0,
         rules: cache::<RegionRule>(vec![]).0,
+        jobs: None,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -546,4 +547,54 @@ async fn the_git_sync_applies_a_commit_and_prunes_what_it_dropped() {
     .await;
     let plan = done(task).await;
     assert_eq!(plan.delete, [("Mirror".to_owned(), "old".to_owned())]);
+}
+
+#[test]
+fn a_failed_scan_job_reaches_the_mirror_status() {
+    use mirrorfleet_operator::controller::assess::{Objects, assess};
+    use mirrorfleet_operator::controller::{failed_scans, status};
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "scan-m1-videolan-6a3f", "namespace": "default",
+                     "labels": {"mirrorfleet.io/mirror": "m1", "mirrorfleet.io/project": "videolan"}},
+        "status": {"startTime": "2026-11-22T01:00:00Z", "failed": 2, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}
+    }))
+    .unwrap();
+    let other: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "scan-m2-videolan-1", "labels": {"mirrorfleet.io/mirror": "m2", "mirrorfleet.io/project": "videolan"}},
+        "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    }))
+    .unwrap();
+    let failed = failed_scans(&[Arc::new(job), Arc::new(other)], "m1");
+    assert_eq!(
+        failed,
+        [(
+            "videolan".to_owned(),
+            1_795_309_200,
+            "Job scan-m1-videolan-6a3f failed (BackoffLimitExceeded): Job has reached the specified backoff limit".to_owned()
+        )]
+    );
+    let a = assess(&Objects {
+        projects: vec![Arc::new(project())],
+        mirrors: vec![Arc::new(mirror("m1", "acme"))],
+        sponsors: vec![Arc::new(sponsor())],
+        rules: vec![],
+    });
+    let s = status::mirror(&a, "m1", Some(1), None, &Default::default(), &failed, NOW);
+    let scanned = s.conditions.iter().find(|c| c.type_ == "Scanned").unwrap();
+    assert_eq!(scanned.reason, "ScanFailed");
+    assert!(
+        scanned
+            .message
+            .starts_with("videolan: Job scan-m1-videolan-6a3f failed")
+    );
+    let fine = status::mirror(&a, "m1", Some(1), None, &Default::default(), &[], NOW);
+    let scanned = fine
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Scanned")
+        .unwrap();
+    assert_eq!(scanned.reason, "NotScannedYet");
 }

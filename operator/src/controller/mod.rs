@@ -85,6 +85,8 @@ pub struct Caches {
     pub sponsors: Cache<Sponsor>,
     /// Region rules.
     pub rules: Cache<RegionRule>,
+    /// Scan Jobs (when watched), for failures to reach the Mirror's status.
+    pub jobs: Option<Cache<k8s_openapi::api::batch::v1::Job>>,
 }
 
 impl Debug for Caches {
@@ -313,12 +315,19 @@ pub async fn reconcile_mirror<S: Store>(
     ctx.metrics.reconciles.inc("Mirror");
     let a = ctx.sync_fleet().await?;
     let state = ctx.state().await?;
+    let failed = ctx
+        .caches
+        .jobs
+        .as_ref()
+        .map(|jobs| failed_scans(&jobs.state(), &obj.name_any()))
+        .unwrap_or_default();
     let new = status::mirror(
         &a,
         &obj.name_any(),
         obj.metadata.generation,
         obj.status.as_ref(),
         &state,
+        &failed,
         (ctx.now)(),
     );
     let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
@@ -331,6 +340,45 @@ pub async fn reconcile_mirror<S: Store>(
     )
     .await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// The failed scan Jobs of `mirror`, from their labels and conditions — pure.
+pub fn failed_scans(
+    jobs: &[Arc<k8s_openapi::api::batch::v1::Job>],
+    mirror: &str,
+) -> Vec<status::FailedScan> {
+    jobs.iter()
+        .filter(|j| {
+            j.labels()
+                .get(jobs::LABEL_MIRROR)
+                .is_some_and(|m| m == mirror)
+        })
+        .filter_map(|j| {
+            let project = j.labels().get(jobs::LABEL_PROJECT)?.clone();
+            let st = j.status.as_ref()?;
+            let failed = st
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Failed" && c.status == "True")?;
+            let at = st
+                .start_time
+                .as_ref()
+                .or(j.metadata.creation_timestamp.as_ref())
+                .map_or(0, |t| t.0.as_second());
+            let why = format!(
+                "Job {} failed ({}){}",
+                j.name_any(),
+                failed.reason.as_deref().unwrap_or("Failed"),
+                failed
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            Some((project, at, why))
+        })
+        .collect()
 }
 
 /// Reconciles a Project.

@@ -76,11 +76,24 @@ pub async fn run<S: Store + Clone>(
     );
     let sponsors = Controller::new(Api::<Sponsor>::namespaced(client.clone(), ns), wc());
     let rules = Controller::new(Api::<RegionRule>::namespaced(client.clone(), ns), wc());
+    // The scan Jobs, cached for their failures to reach the Mirrors' status.
+    let (jobs_cache, jobs_writer) = kube::runtime::reflector::store::<Job>();
+    let jobs_watch = tokio::spawn(
+        kube::runtime::reflector(
+            jobs_writer,
+            watcher(
+                Api::<Job>::namespaced(client.clone(), ns),
+                wc().labels("app.kubernetes.io/component=scan"),
+            ),
+        )
+        .for_each(drain),
+    );
     let caches = Caches {
         projects: projects.store(),
         mirrors: mirrors.store(),
         sponsors: sponsors.store(),
         rules: rules.store(),
+        jobs: Some(jobs_cache),
     };
     let mut ctx = Context::new(
         client.clone(),
@@ -191,6 +204,7 @@ pub async fn run<S: Store + Clone>(
         _ = mirrorfleet_redirector::server::shutdown_signal() => Ok(()),
     };
     metrics.leader.store(false, Ordering::Relaxed);
+    jobs_watch.abort();
     for t in [checking, forwarding, scheduling].into_iter().chain(git) {
         t.abort();
     }

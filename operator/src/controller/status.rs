@@ -76,14 +76,19 @@ pub fn ready(
     }
 }
 
-/// A Mirror's status: Ready, Healthy (from the probes), Scanned (from the scans), health per
-/// scheme and family, what each project's last scan found.
+/// A scan Job that failed: (project, Unix seconds it started, why).
+pub type FailedScan = (String, i64, String);
+
+/// A Mirror's status: Ready, Healthy (from the probes), Scanned (from the scans, and the
+/// failed scan Jobs newer than a project's last good scan), health per scheme and family,
+/// what each project's last scan found.
 pub fn mirror(
     a: &Assessment,
     name: &str,
     generation: Option<i64>,
     previous: Option<&MirrorStatus>,
     state: &LoadedState,
+    failed: &[FailedScan],
     now: i64,
 ) -> MirrorStatus {
     let prev = previous.map_or(&[][..], |s| s.conditions.as_slice());
@@ -164,7 +169,34 @@ pub fn mirror(
         });
     }
     let carried = compiled.map_or(0, |m| m.projects.len());
-    conditions.push(if carried > 0 && projects.len() == carried {
+    // A failed Job newer than the project's last good scan.
+    let failures: Vec<String> = failed
+        .iter()
+        .filter(|(project, at, _)| {
+            compiled.is_some_and(|m| m.projects.iter().any(|p| &p.project == project))
+                && projects
+                    .iter()
+                    .find(|p| &p.project == project)
+                    .and_then(|p| {
+                        state
+                            .availability
+                            .get(&(name.to_owned(), p.project.clone()))
+                    })
+                    .is_none_or(|av| av.scanned_at < *at)
+        })
+        .map(|(project, _, why)| format!("{project}: {why}"))
+        .collect();
+    conditions.push(if !failures.is_empty() {
+        condition(
+            "Scanned",
+            ConditionStatus::False,
+            "ScanFailed",
+            failures.join("; "),
+            generation,
+            prev,
+            now,
+        )
+    } else if carried > 0 && projects.len() == carried {
         condition(
             "Scanned",
             ConditionStatus::True,
