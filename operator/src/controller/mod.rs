@@ -124,6 +124,28 @@ impl Caches {
     }
 }
 
+/// A status with conditions (the four kinds' statuses).
+pub trait HasConditions: Serialize {
+    /// The conditions.
+    fn conditions(&self) -> &[Condition];
+}
+
+macro_rules! has_conditions {
+    ($($t:ty),*) => {$(
+        impl HasConditions for $t {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+        }
+    )*};
+}
+has_conditions!(
+    v1alpha1::MirrorStatus,
+    v1alpha1::ProjectStatus,
+    v1alpha1::SponsorStatus,
+    v1alpha1::RegionRuleStatus
+);
+
 /// What every reconcile shares.
 pub struct Context<S: Store> {
     /// The API client.
@@ -235,21 +257,15 @@ impl<S: Store> Context<S> {
 
     /// Applies `status` to `obj` unless it already has it; publishes an Event when `Ready`
     /// or `Healthy` changes to `True` or `False` (Warning for `False`).
-    async fn apply_status<K, T>(
-        &self,
-        obj: &K,
-        old: Option<&T>,
-        new: &T,
-        old_conditions: &[Condition],
-        new_conditions: &[Condition],
-    ) -> Result<(), Error>
+    async fn apply_status<K, T>(&self, obj: &K, old: Option<&T>, new: &T) -> Result<(), Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
             + Debug,
-        T: Serialize,
+        T: HasConditions,
     {
+        let old_conditions = old.map_or(&[][..], |o| o.conditions());
         let same =
             old.is_some_and(|o| serde_json::to_value(o).ok() == serde_json::to_value(new).ok());
         if same {
@@ -268,7 +284,7 @@ impl<S: Store> Context<S> {
         )
         .await?;
         self.metrics.status_writes.inc();
-        for c in new_conditions {
+        for c in new.conditions() {
             let before = old_conditions.iter().find(|o| o.type_ == c.type_);
             if !matches!(c.type_.as_str(), "Ready" | "Healthy")
                 || c.status == ConditionStatus::Unknown
@@ -330,15 +346,7 @@ pub async fn reconcile_mirror<S: Store>(
         &failed,
         (ctx.now)(),
     );
-    let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(
-        &*obj,
-        obj.status.as_ref(),
-        &new,
-        old_conditions,
-        &new.conditions,
-    )
-    .await?;
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -402,15 +410,7 @@ pub async fn reconcile_project<S: Store>(
         index,
         (ctx.now)(),
     );
-    let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(
-        &*obj,
-        obj.status.as_ref(),
-        &new,
-        old_conditions,
-        &new.conditions,
-    )
-    .await?;
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -428,15 +428,7 @@ pub async fn reconcile_sponsor<S: Store>(
         obj.status.as_ref(),
         (ctx.now)(),
     );
-    let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(
-        &*obj,
-        obj.status.as_ref(),
-        &new,
-        old_conditions,
-        &new.conditions,
-    )
-    .await?;
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -454,15 +446,7 @@ pub async fn reconcile_rule<S: Store>(
         obj.status.as_ref(),
         (ctx.now)(),
     );
-    let old_conditions = obj.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
-    ctx.apply_status(
-        &*obj,
-        obj.status.as_ref(),
-        &new,
-        old_conditions,
-        &new.conditions,
-    )
-    .await?;
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
     Ok(Action::requeue(RESYNC))
 }
 
