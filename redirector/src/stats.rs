@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mirrorfleet_crds::state::stats::StatsBatch;
+use std::collections::HashMap;
+
+use mirrorfleet_crds::state::stats::{StatsBatch, day_key, total_key};
 use mirrorfleet_store::Store;
 use tokio::sync::oneshot;
 
@@ -144,41 +146,87 @@ impl Pending {
             self.snaps.clear();
             return;
         }
-        let mut per_mirror: std::collections::BTreeMap<String, u64> =
-            std::collections::BTreeMap::new();
+        // Summed by compact dimension first, so that each key and field string is built once
+        // per distinct value, not once per distinct (file, mirror, country) combination.
+        type Map<K> = HashMap<K, u64>;
+        let mut by_mirror: Map<(i64, u64, Option<usize>)> = Map::new();
+        let mut bytes_by_mirror: Map<(i64, u64, Option<usize>)> = Map::new();
+        let mut by_country: Map<(i64, Option<Cc>)> = Map::new();
+        let mut by_file: Map<(i64, u64, usize, usize)> = Map::new();
+        let (mut total, mut total_bytes) = (0u64, 0u64);
         for ((generation, project, file, mirror, country, day), n) in self.counts.drain() {
-            let Some(snap) = self.snaps.get(&generation) else {
+            let Some(size) = self
+                .snaps
+                .get(&generation)
+                .and_then(|s| s.projects.get(project)?.index.as_deref()?.get(file))
+                .map(|f| f.size)
+            else {
                 continue;
             };
-            let Some(p) = snap.projects.get(project) else {
+            *by_mirror.entry((day, generation, mirror)).or_default() += n;
+            *bytes_by_mirror
+                .entry((day, generation, mirror))
+                .or_default() += n * size;
+            *by_country.entry((day, country)).or_default() += n;
+            *by_file.entry((day, generation, project, file)).or_default() += n;
+            total += n;
+            total_bytes += n * size;
+        }
+        let mut days: HashMap<i64, String> = HashMap::new();
+        let mut day = |d: i64| {
+            days.entry(d)
+                .or_insert_with(|| {
+                    let (y, mo, dd) = civil(d);
+                    format!("{y:04}-{mo:02}-{dd:02}")
+                })
+                .clone()
+        };
+        let mirror_name = |generation: u64, mirror: Option<usize>| -> String {
+            match mirror {
+                Some(i) => self
+                    .snaps
+                    .get(&generation)
+                    .and_then(|s| s.mirrors.get(i))
+                    .map_or("?", |m| m.state.name.as_str())
+                    .to_owned(),
+                None => "fallback".to_owned(),
+            }
+        };
+        let mut per_mirror: std::collections::BTreeMap<String, u64> =
+            std::collections::BTreeMap::new();
+        for ((d, generation, mirror), n) in by_mirror {
+            let name = mirror_name(generation, mirror);
+            batch.add_to(&day_key(&day(d), "mirror"), &name, n);
+            *per_mirror.entry(name).or_default() += n;
+        }
+        for ((d, generation, mirror), n) in bytes_by_mirror {
+            batch.add_to(
+                &day_key(&day(d), "bytes"),
+                &mirror_name(generation, mirror),
+                n,
+            );
+        }
+        for ((d, country), n) in by_country {
+            let c = country.map_or_else(|| "--".to_owned(), crate::snapshot::cc_str);
+            batch.add_to(&day_key(&day(d), "country"), &c, n);
+        }
+        for ((d, generation, project, file), n) in by_file {
+            let Some(p) = self
+                .snaps
+                .get(&generation)
+                .and_then(|s| s.projects.get(project))
+            else {
                 continue;
             };
             let Some(f) = p.index.as_deref().and_then(|i| i.get(file)) else {
                 continue;
             };
-            let mirror = match mirror {
-                Some(i) => snap.mirrors.get(i).map_or("?", |m| m.state.name.as_str()),
-                None => "fallback",
-            };
-            let (y, mo, d) = civil(day);
-            let day = format!("{y:04}-{mo:02}-{d:02}");
-            let country = country.map(crate::snapshot::cc_str);
-            let mut one = StatsBatch::default();
-            one.count(
-                &day,
-                &p.state.name,
-                f.path,
-                mirror,
-                country.as_deref(),
-                f.size,
-            );
-            for counters in one.counters.values_mut() {
-                for v in counters.values_mut() {
-                    *v *= n;
-                }
-            }
-            batch.merge(one);
-            *per_mirror.entry(mirror.to_owned()).or_default() += n;
+            let key = day_key(&day(d), &format!("file:{}", p.state.name));
+            batch.add_to(&key, f.path, n);
+        }
+        if total > 0 {
+            batch.add_to(&total_key(), "redirects", total);
+            batch.add_to(&total_key(), "bytes", total_bytes);
         }
         self.snaps.clear();
         if let Ok(mut per) = metrics.per_mirror.lock() {

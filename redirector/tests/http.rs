@@ -435,6 +435,26 @@ async fn redirects_answers_and_stats() {
         files.get("pool/a b.deb").copied().unwrap_or(0) >= 24,
         "{files:?}"
     );
+    // Every dimension counts the same redirects.
+    let countries: u64 = r
+        .store
+        .read_stats(&stats::day_key(&day, "country"))
+        .await
+        .unwrap()
+        .values()
+        .sum();
+    let totals = r.store.read_stats(&stats::total_key()).await.unwrap();
+    assert_eq!(countries, total);
+    assert_eq!(totals.get("redirects").copied(), Some(total), "{totals:?}");
+    let bytes: u64 = r
+        .store
+        .read_stats(&stats::day_key(&day, "bytes"))
+        .await
+        .unwrap()
+        .values()
+        .sum();
+    assert_eq!(totals.get("bytes").copied(), Some(bytes), "{totals:?}");
+    assert!(bytes > 0);
 }
 
 fn chrono_day() -> String {

@@ -55,12 +55,21 @@ impl StatsBatch {
 
     /// Adds `n` to `field` of `key`.
     pub fn add(&mut self, key: String, field: &str, n: u64) {
-        *self
-            .counters
-            .entry(key)
-            .or_default()
-            .entry(field.to_owned())
-            .or_default() += n;
+        self.add_to(&key, field, n);
+    }
+
+    /// Adds `n` to `field` of `key`, allocating only for a key or field not seen yet.
+    pub fn add_to(&mut self, key: &str, field: &str, n: u64) {
+        let fields = match self.counters.get_mut(key) {
+            Some(f) => f,
+            None => self.counters.entry(key.to_owned()).or_default(),
+        };
+        match fields.get_mut(field) {
+            Some(v) => *v += n,
+            None => {
+                fields.insert(field.to_owned(), n);
+            }
+        }
     }
 
     /// Whether there is nothing to flush.
@@ -72,7 +81,7 @@ impl StatsBatch {
     pub fn merge(&mut self, other: StatsBatch) {
         for (key, fields) in other.counters {
             for (field, n) in fields {
-                self.add(key.clone(), &field, n);
+                self.add_to(&key, &field, n);
             }
         }
     }
