@@ -236,7 +236,8 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     }
     let rules = &rule_buf[..n_rules];
 
-    let mut cands: Vec<Cand> = Vec::with_capacity(project.carriers.len());
+    let mut scratch = Scratch::take(project.carriers.len());
+    let cands = &mut scratch.0;
     // The best-ranked candidate, tracked on the way (ranking starts from it).
     let (mut best, mut best_key) = (0, f64::INFINITY);
     let mut excluded = Vec::new();
@@ -456,7 +457,7 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
                 }
             })
     };
-    let Some((nearby, total)) = rank(facts, &mut cands, best, &holds) else {
+    let Some((nearby, total)) = rank(facts, cands, best, &holds) else {
         let mut d = fallback(facts, snap, Some(file), vec![], excluded);
         d.file_pos = Some(file_pos);
         return d;
@@ -482,6 +483,37 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         file_pos: Some(file_pos),
         choices,
         excluded,
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<Cand>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The candidate buffer, reused across decisions on a thread: a request allocates none (a
+/// fresh one of 50–200 candidates is a large allocation for malloc, which then consolidates
+/// its free lists on every request).
+struct Scratch(Vec<Cand>);
+
+impl Scratch {
+    fn take(capacity: usize) -> Scratch {
+        let mut v = SCRATCH
+            .with(|s| s.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+            .unwrap_or_default();
+        v.clear();
+        v.reserve(capacity);
+        Scratch(v)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        SCRATCH.with(|s| {
+            if let Ok(mut b) = s.try_borrow_mut() {
+                *b = v;
+            }
+        });
     }
 }
 
@@ -626,7 +658,8 @@ fn rank(
         }
         choices[b].key = f64::INFINITY;
     }
-    *choices = out;
+    choices.clear();
+    choices.extend_from_slice(&out);
     Some((shown_nearby, total))
 }
 
