@@ -154,6 +154,17 @@ pub fn scan_job(mirror: &Mirror, project: &str, settings: &JobSettings, now: i64
     }
 }
 
+/// Whether a Job is over: a `Complete` or `Failed` condition (a failed pod being retried is
+/// still running) — pure.
+pub fn finished(job: &Job) -> bool {
+    job.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .flatten()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+    })
+}
+
 /// Why a scan of (mirror, project) starts now, if it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -285,6 +296,41 @@ mod tests {
             assert!(n.ends_with(&format!("-{:x}", 1_795_309_320)), "{n}");
         }
         assert_ne!(job_name("a", "b", 1), job_name("a", "b", 2));
+    }
+
+    #[test]
+    fn when_a_job_is_over() {
+        let job = |status: serde_json::Value| -> Job {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "j"}, "status": status}))
+                .unwrap()
+        };
+        let cases = [
+            ("just created", serde_json::json!(null), false),
+            ("running", serde_json::json!({"active": 1}), false),
+            (
+                "a pod failed, retrying",
+                serde_json::json!({"active": 1, "failed": 1}),
+                false,
+            ),
+            (
+                "complete",
+                serde_json::json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
+                true,
+            ),
+            (
+                "failed",
+                serde_json::json!({"failed": 2, "conditions": [{"type": "Failed", "status": "True"}]}),
+                true,
+            ),
+            (
+                "suspended",
+                serde_json::json!({"conditions": [{"type": "Suspended", "status": "True"}]}),
+                false,
+            ),
+        ];
+        for (name, status, want) in cases {
+            assert_eq!(finished(&job(status)), want, "{name}");
+        }
     }
 
     #[test]

@@ -228,26 +228,16 @@ async fn schedule_scans<S: Store>(
     let jobs = jobs_api
         .list(&ListParams::default().labels("app.kubernetes.io/component=scan"))
         .await?;
+    let finished = jobs::finished;
     let running = |m: &str, p: &str| {
         jobs.items.iter().any(|j| {
             let l = j.labels();
-            l.get(LABEL_MIRROR).is_some_and(|v| v == m)
+            !finished(j)
+                && l.get(LABEL_MIRROR).is_some_and(|v| v == m)
                 && l.get(LABEL_PROJECT).is_some_and(|v| v == p)
-                && j.status
-                    .as_ref()
-                    .is_none_or(|s| s.completion_time.is_none() && s.failed.unwrap_or(0) == 0)
         })
     };
-    let mut active = jobs
-        .items
-        .iter()
-        .filter(|j| {
-            j.status.as_ref().is_none_or(|s| {
-                s.active.unwrap_or(0) > 0
-                    || s.completion_time.is_none() && s.failed.unwrap_or(0) == 0
-            })
-        })
-        .count();
+    let mut active = jobs.items.iter().filter(|j| !finished(j)).count();
     let now = (ctx.now)();
     for m in &fleet.mirrors {
         let Some(obj) = ctx.caches.mirrors.get(&ObjectRef::new(&m.name).within(ns)) else {
