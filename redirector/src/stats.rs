@@ -102,6 +102,43 @@ pub fn start<S: Store>(
     (stats, stop_tx)
 }
 
+/// A multiply-rotate hasher for [`Key`]s (small integers; SipHash's flooding resistance buys
+/// nothing here: the keys are indexes into the snapshot, and their number is bounded).
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // A final avalanche: the table uses the low bits.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}
+
 /// (generation, project, file position, mirror, country, day number).
 type Key = (u64, usize, usize, Option<usize>, Option<Cc>, i64);
 
@@ -109,7 +146,7 @@ type Key = (u64, usize, usize, Option<usize>, Option<Cc>, i64);
 /// built once per distinct key per flush, not once per request.
 #[derive(Debug, Default)]
 struct Pending {
-    counts: std::collections::HashMap<Key, u64>,
+    counts: HashMap<Key, u64, std::hash::BuildHasherDefault<KeyHasher>>,
     snaps: std::collections::HashMap<u64, Arc<Snapshot>>,
 }
 
