@@ -188,23 +188,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mirrorfleet: error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mirrorfleet: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    mirrorfleet_redirector::server::block_on_main("mirrorfleet", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

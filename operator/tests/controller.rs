@@ -208,8 +208,7 @@ async fn a_valid_mirror_is_compiled_and_gets_ready() {
     assert_eq!(condition(status, "Scanned")["reason"], "NotScannedYet");
     assert_eq!(status["healthSummary"], "Unknown");
     applied["status"] = status.clone();
-    // The status PATCH is answered above with its own body; kube only needs valid JSON back,
-    // so answer the Event creation with its own body too.
+    // The Event is answered with its own body (a valid Event).
     let (_, event) = expect(
         &mut w.mock,
         Method::POST,

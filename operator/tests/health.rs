@@ -23,7 +23,6 @@ use support::*;
 
 fn settings(family: Family) -> ProbeSettings {
     ProbeSettings {
-        scheme: ProbeScheme::Http,
         family,
         timeout: Duration::from_secs(1),
         allow_redirects: false,

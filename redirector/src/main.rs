@@ -79,23 +79,9 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mirrorfleet-redirector: error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mirrorfleet-redirector: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    server::block_on_main("mirrorfleet-redirector", async move {
+        run(args).await.map(|()| ExitCode::SUCCESS)
+    })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -47,6 +47,18 @@ fn header_value(s: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
 }
 
+/// A `200` page about one client's request (JSON, mirror list): not to be cached by proxies.
+fn private_page(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    r
+}
+
 /// A plain-text answer.
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.into())));
@@ -261,18 +273,10 @@ pub fn json(
         "excluded": excluded,
         "fallback": fallback,
     });
-    let mut r = Response::new(Full::new(Bytes::from(
+    private_page(
         serde_json::to_vec_pretty(&body).unwrap_or_default(),
-    )));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
-    r
+        "application/json; charset=utf-8",
+    )
 }
 
 fn esc(s: &str) -> String {
@@ -355,14 +359,5 @@ pub fn mirrorlist(
         h.push_str("</table>");
     }
     h.push_str("</body></html>");
-    let mut r = Response::new(Full::new(Bytes::from(h)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
-    r
+    private_page(h, "text/html; charset=utf-8")
 }

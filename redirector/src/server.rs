@@ -481,6 +481,32 @@ fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body>
     resp
 }
 
+/// Runs a binary's async `main` on a multi-thread runtime and turns the outcome into the exit
+/// status: `main`'s own code, or 2 with the error and its causes printed once as
+/// `program: error: …` (also when the runtime cannot start). Shared by both binaries.
+pub fn block_on_main(
+    program: &str,
+    main: impl std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{program}: error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{program}: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

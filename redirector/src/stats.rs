@@ -203,11 +203,11 @@ impl Pending {
             *by_mirror.entry((day, generation, mirror)).or_default() += n;
             *bytes_by_mirror
                 .entry((day, generation, mirror))
-                .or_default() += n * size;
+                .or_default() += n.saturating_mul(size);
             *by_country.entry((day, country)).or_default() += n;
             *by_file.entry((day, generation, project, file)).or_default() += n;
             total += n;
-            total_bytes += n * size;
+            total_bytes = total_bytes.saturating_add(n.saturating_mul(size));
         }
         let mut days: HashMap<i64, String> = HashMap::new();
         let mut day = |d: i64| {

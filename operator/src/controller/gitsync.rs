@@ -13,8 +13,8 @@ use kube::{Client, Resource, ResourceExt};
 use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
 use mirrorfleet_crds::validate::{Fleet, Options};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
+use super::Namespaced;
 use crate::gitsource::GitSource;
 use crate::manifests;
 
@@ -162,10 +162,7 @@ async fn labelled<K>(
     into: &mut BTreeSet<(String, String)>,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Namespaced,
 {
     let list = Api::<K>::namespaced(client.clone(), namespace)
         .list(lp)
@@ -184,10 +181,7 @@ async fn patch<K>(
     body: &serde_json::Value,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Namespaced,
 {
     Api::<K>::namespaced(client.clone(), namespace)
         .patch(name, pp, &Patch::Apply(body))
@@ -202,10 +196,7 @@ async fn delete<K>(
     dp: &DeleteParams,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Namespaced,
 {
     Api::<K>::namespaced(client.clone(), namespace)
         .delete(name, dp)

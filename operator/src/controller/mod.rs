@@ -124,6 +124,23 @@ impl Caches {
     }
 }
 
+/// What the operator needs of a namespaced kind to read, apply and delete it.
+pub trait Namespaced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+{
+}
+
 /// A status with conditions (the four kinds' statuses).
 pub trait HasConditions: Serialize {
     /// The conditions.
@@ -257,14 +274,12 @@ impl<S: Store> Context<S> {
 
     /// Applies `status` to `obj` unless it already has it; publishes an Event when `Ready`
     /// or `Healthy` changes to `True` or `False` (Warning for `False`).
-    async fn apply_status<K, T>(&self, obj: &K, old: Option<&T>, new: &T) -> Result<(), Error>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-        T: HasConditions,
-    {
+    async fn apply_status<K: Namespaced, T: HasConditions>(
+        &self,
+        obj: &K,
+        old: Option<&T>,
+        new: &T,
+    ) -> Result<(), Error> {
         let old_conditions = old.map_or(&[][..], |o| o.conditions());
         let same =
             old.is_some_and(|o| serde_json::to_value(o).ok() == serde_json::to_value(new).ok());

@@ -290,6 +290,7 @@ async fn schedule_scans<S: Store>(
 /// error policy; these are watch and queue errors).
 async fn drain<T, E: std::fmt::Display>(r: Result<T, E>) {
     if let Err(e) = r {
-        tracing::debug!(error = %e, "controller stream");
+        // Watch errors (e.g. a forbidden list): the stream retries, but they must be seen.
+        tracing::warn!(error = %e, "controller stream");
     }
 }

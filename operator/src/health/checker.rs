@@ -215,7 +215,6 @@ impl<S: Store> Checker<S> {
                         busy.insert(key.clone());
                         let (key, canaries) = (key.clone(), target.canaries.clone());
                         let settings = ProbeSettings {
-                            scheme: key.scheme,
                             family: key.family,
                             timeout: Duration::from_secs(u64::from(target.policy.timeout_seconds)),
                             allow_redirects: target.policy.allow_redirects,
@@ -306,11 +305,6 @@ impl<S: Store> Checker<S> {
         if let Err(e) = self.writer.write_health(&health).await {
             tracing::warn!(%mirror, error = %crate::error_chain(&e), "cannot store the mirror's health");
         }
-    }
-
-    /// The verdicts so far (for status).
-    pub fn trackers(&self) -> &HashMap<Key, Tracker> {
-        &self.trackers
     }
 }
 

@@ -6,7 +6,7 @@ use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use mirrorfleet_crds::state::{Family, ProbeScheme};
+use mirrorfleet_crds::state::Family;
 
 /// What one probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +112,6 @@ pub struct Canary {
 /// How to probe.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
-    /// Scheme (for messages; the URL decides).
-    pub scheme: ProbeScheme,
     /// Address family to use.
     pub family: Family,
     /// Whole-probe deadline.

@@ -284,12 +284,10 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     let plain = !facts.explain && rules.is_empty();
     let plain_need = Hot::ENABLED | family | Hot::SCANNED;
     let plain_mask = plain_need | Hot::SPECIAL;
-    let down_bit = |https: bool| 1u8 << (usize::from(https) * 2 + usize::from(v6));
-    let (https_down, http_down) = (down_bit(true), down_bit(false));
     'carriers: for (ci, h) in project.lanes.iter().enumerate() {
         if plain && h.flags & plain_mask == plain_need {
-            let https = h.has(Hot::HTTPS) && h.down & https_down == 0;
-            if !https && (facts.https_only || !h.has(Hot::HTTP) || h.down & http_down != 0) {
+            let https = h.has(Hot::HTTPS) && !h.is_down(true, v6);
+            if !https && (facts.https_only || !h.has(Hot::HTTP) || h.is_down(false, v6)) {
                 continue;
             }
             let tier = if client_cc != [0, 0] && client_cc == h.country {
