@@ -94,10 +94,26 @@ pub fn start<S: Store>(
                 _ = tick.tick() => None,
                 done = &mut stop_rx => Some(done),
             };
-            for mut pending in s.take() {
-                pending.drain_into(&mut batch, &m);
-            }
+            let started = std::time::Instant::now();
+            // Sorting and summing a busy interval takes milliseconds: off the workers.
+            let (pending, metrics, mut taken) = (s.take(), m.clone(), std::mem::take(&mut batch));
+            let summed = tokio::task::spawn_blocking(move || {
+                for mut p in pending {
+                    p.drain_into(&mut taken, &metrics);
+                }
+                taken
+            });
+            batch = match summed.await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "summing stats failed; this interval's counts are lost");
+                    StatsBatch::default()
+                }
+            };
+            let summed = started.elapsed();
+            let counters = batch.len();
             flush(&store, &mut batch, &m).await;
+            tracing::debug!(counters, ?summed, flushed = ?started.elapsed() - summed, "stats flushed");
             if let Some(done) = stop {
                 if let Ok(done) = done {
                     let _ = done.send(());

@@ -24,6 +24,9 @@ const REC_COMMIT: u8 = 1;
 const REC_BLOBS: u8 = 2;
 const REC_STATS: u8 = 3;
 const REC_GENERATION: u8 = 4;
+/// Stats grouped by key (each key written once); `REC_STATS` (one key per counter) is still
+/// read from older logs.
+const REC_STATS_BY_KEY: u8 = 5;
 /// Largest record accepted when replaying (a sanity bound against a damaged length).
 const MAX_RECORD: u32 = 1 << 30;
 /// Do not compact logs smaller than this.
@@ -44,7 +47,7 @@ struct Inner {
     generation: u64,
     values: HashMap<String, (u64, Arc<Vec<u8>>)>,
     blobs: HashMap<String, Arc<Vec<u8>>>,
-    stats: HashMap<String, BTreeMap<String, u64>>,
+    stats: HashMap<String, HashMap<String, u64>>,
 }
 
 impl EmbeddedStore {
@@ -91,10 +94,32 @@ impl EmbeddedStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the maps half-updated (records are applied
-        // after they are durable, in plain insertions), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner)
     }
+
+    /// Runs a write (append, fsync, apply) on the blocking pool: an fsync must not stall the
+    /// runtime's worker threads, which serve requests in the same process.
+    async fn write<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || f(&mut lock(&inner))).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Io {
+                path: self.lock().path.clone(),
+                what,
+                source: std::io::Error::other(e),
+            }),
+        }
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock cannot leave the maps half-updated (records are applied
+    // after they are durable, in plain insertions), so a poisoned lock is still usable.
+    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {
@@ -162,16 +187,53 @@ impl Inner {
             }
             REC_STATS => {
                 for _ in 0..r.u64()? {
-                    let key = r.string()?;
-                    let field = r.string()?;
-                    let n = r.u64()?;
-                    *self.stats.entry(key).or_default().entry(field).or_default() += n;
+                    let key = r.str()?;
+                    let field = r.str()?;
+                    add_stat(self.stat_fields(key)?, field, r.u64()?);
+                }
+            }
+            REC_STATS_BY_KEY => {
+                for _ in 0..r.u64()? {
+                    let fields = self.stat_fields(r.str()?)?;
+                    for _ in 0..r.u64()? {
+                        let field = r.str()?;
+                        add_stat(fields, field, r.u64()?);
+                    }
                 }
             }
             REC_GENERATION => self.generation = self.generation.max(r.u64()?),
             other => return Err(format!("unknown record type {other}")),
         }
         Ok(())
+    }
+
+    /// Stores the blobs not stored yet.
+    fn put_blobs(&mut self, blobs: &[(String, Vec<u8>)]) -> Result<()> {
+        let fresh: Vec<&(String, Vec<u8>)> = blobs
+            .iter()
+            .filter(|(k, _)| !self.blobs.contains_key(k))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let mut rec = Vec::new();
+        put_u8(&mut rec, REC_BLOBS);
+        put_u64(&mut rec, fresh.len() as u64);
+        for (k, v) in fresh {
+            put_str(&mut rec, k);
+            put_bytes(&mut rec, v);
+        }
+        self.append(rec)
+    }
+
+    /// The counters of stats key `key` (allocating the key only when it is new).
+    fn stat_fields(&mut self, key: &str) -> std::result::Result<&mut HashMap<String, u64>, String> {
+        if !self.stats.contains_key(key) {
+            self.stats.insert(key.to_owned(), HashMap::new());
+        }
+        self.stats
+            .get_mut(key)
+            .ok_or_else(|| format!("stats key {key} vanished"))
     }
 
     /// Appends a record, fsyncs, then applies it; compacts when the log is mostly garbage.
@@ -247,7 +309,7 @@ impl Inner {
             put_u64(&mut rec, 0);
             records.push(rec);
         }
-        records.push(stats_record(triples(&self.stats)));
+        records.push(stats_record(self.stats.iter()));
         let mut total = 0u64;
         for payload in records {
             let mut record = Vec::with_capacity(payload.len() + 8);
@@ -283,32 +345,32 @@ fn generation_record(generation: u64) -> Vec<u8> {
     rec
 }
 
-fn stats_record<'a>(counters: impl Iterator<Item = (&'a str, &'a str, u64)>) -> Vec<u8> {
-    let mut body = Vec::new();
-    let mut n = 0u64;
-    for (key, field, count) in counters {
-        put_str(&mut body, key);
-        put_str(&mut body, field);
-        put_u64(&mut body, count);
-        n += 1;
+/// A stats record: `[keys u64]` then, per key, `[key] [fields u64]` and `[field] [n u64]` per field.
+fn stats_record<'a>(
+    counters: impl ExactSizeIterator<Item = (&'a String, &'a HashMap<String, u64>)>,
+) -> Vec<u8> {
+    let mut rec = Vec::new();
+    put_u8(&mut rec, REC_STATS_BY_KEY);
+    put_u64(&mut rec, counters.len() as u64);
+    for (key, fields) in counters {
+        put_str(&mut rec, key);
+        put_u64(&mut rec, fields.len() as u64);
+        for (field, n) in fields {
+            put_str(&mut rec, field);
+            put_u64(&mut rec, *n);
+        }
     }
-    let mut rec = Vec::with_capacity(body.len() + 10);
-    put_u8(&mut rec, REC_STATS);
-    put_u64(&mut rec, n);
-    rec.extend_from_slice(&body);
     rec
 }
 
-/// Flattens counter maps into (key, field, count) triples.
-fn triples<'a, M>(maps: M) -> impl Iterator<Item = (&'a str, &'a str, u64)>
-where
-    M: IntoIterator<Item = (&'a String, &'a BTreeMap<String, u64>)>,
-{
-    maps.into_iter().flat_map(|(k, fields)| {
-        fields
-            .iter()
-            .map(move |(f, n)| (k.as_str(), f.as_str(), *n))
-    })
+/// Adds `n` to `field`, allocating only for a field not seen yet.
+fn add_stat(fields: &mut HashMap<String, u64>, field: &str, n: u64) {
+    match fields.get_mut(field) {
+        Some(v) => *v = v.saturating_add(n),
+        None => {
+            fields.insert(field.to_owned(), n);
+        }
+    }
 }
 
 fn put_u8(out: &mut Vec<u8>, v: u8) {
@@ -330,8 +392,8 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         if self.0.len() < n {
             return Err("record ends early".into());
         }
@@ -351,46 +413,55 @@ impl Reader<'_> {
         ]))
     }
 
-    fn bytes(&mut self) -> std::result::Result<Vec<u8>, String> {
+    fn slice(&mut self) -> std::result::Result<&'a [u8], String> {
         let n = usize::try_from(self.u64()?).map_err(|_| "length overflows".to_owned())?;
-        Ok(self.take(n)?.to_vec())
+        self.take(n)
+    }
+
+    fn bytes(&mut self) -> std::result::Result<Vec<u8>, String> {
+        Ok(self.slice()?.to_vec())
+    }
+
+    fn str(&mut self) -> std::result::Result<&'a str, String> {
+        std::str::from_utf8(self.slice()?).map_err(|_| "key is not UTF-8".into())
     }
 
     fn string(&mut self) -> std::result::Result<String, String> {
-        String::from_utf8(self.bytes()?).map_err(|_| "key is not UTF-8".into())
+        Ok(self.str()?.to_owned())
     }
 }
 
 impl Store for EmbeddedStore {
     async fn commit(&self, commit: Commit) -> Result<u64> {
-        let event = {
-            let mut inner = self.lock();
-            let generation = inner.generation + 1;
-            let mut rec = Vec::new();
-            put_u8(&mut rec, REC_COMMIT);
-            put_u64(&mut rec, generation);
-            put_u64(&mut rec, commit.puts.len() as u64);
-            for (k, v) in &commit.puts {
-                put_str(&mut rec, k);
-                put_bytes(&mut rec, v);
-            }
-            put_u64(&mut rec, commit.deletes.len() as u64);
-            for k in &commit.deletes {
-                put_str(&mut rec, k);
-            }
-            put_u64(&mut rec, commit.drop_blobs.len() as u64);
-            for k in &commit.drop_blobs {
-                put_str(&mut rec, k);
-            }
-            inner.append(rec)?;
-            let keys = commit
-                .puts
-                .into_iter()
-                .map(|(k, _)| k)
-                .chain(commit.deletes)
-                .collect();
-            ChangeEvent { generation, keys }
-        };
+        let event = self
+            .write("committing", move |inner| {
+                let generation = inner.generation + 1;
+                let mut rec = Vec::new();
+                put_u8(&mut rec, REC_COMMIT);
+                put_u64(&mut rec, generation);
+                put_u64(&mut rec, commit.puts.len() as u64);
+                for (k, v) in &commit.puts {
+                    put_str(&mut rec, k);
+                    put_bytes(&mut rec, v);
+                }
+                put_u64(&mut rec, commit.deletes.len() as u64);
+                for k in &commit.deletes {
+                    put_str(&mut rec, k);
+                }
+                put_u64(&mut rec, commit.drop_blobs.len() as u64);
+                for k in &commit.drop_blobs {
+                    put_str(&mut rec, k);
+                }
+                inner.append(rec)?;
+                let keys = commit
+                    .puts
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .chain(commit.deletes)
+                    .collect();
+                Ok(ChangeEvent { generation, keys })
+            })
+            .await?;
         let generation = event.generation;
         // No subscriber is fine: readers resynchronise from the manifest when they subscribe.
         let _ = self.events.send(event);
@@ -398,22 +469,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn put_blobs(&self, blobs: Vec<(String, Vec<u8>)>) -> Result<()> {
-        let mut inner = self.lock();
-        let fresh: Vec<&(String, Vec<u8>)> = blobs
-            .iter()
-            .filter(|(k, _)| !inner.blobs.contains_key(k))
-            .collect();
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        let mut rec = Vec::new();
-        put_u8(&mut rec, REC_BLOBS);
-        put_u64(&mut rec, fresh.len() as u64);
-        for (k, v) in fresh {
-            put_str(&mut rec, k);
-            put_bytes(&mut rec, v);
-        }
-        inner.append(rec)
+        self.write("storing blobs", move |inner| inner.put_blobs(&blobs))
+            .await
     }
 
     async fn blobs_exist(&self, keys: &[String]) -> Result<Vec<bool>> {
@@ -477,11 +534,17 @@ impl Store for EmbeddedStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let rec = stats_record(triples(&batch.counters));
-        self.lock().append(rec)
+        let rec = stats_record(batch.counters.iter());
+        self.write("adding stats", move |inner| inner.append(rec))
+            .await
     }
 
     async fn read_stats(&self, key: &str) -> Result<BTreeMap<String, u64>> {
-        Ok(self.lock().stats.get(key).cloned().unwrap_or_default())
+        Ok(self
+            .lock()
+            .stats
+            .get(key)
+            .map(|f| f.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default())
     }
 }

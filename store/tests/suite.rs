@@ -476,3 +476,37 @@ async fn embedded_store_survives_restarts_and_torn_writes() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn embedded_store_reads_stats_records_of_the_older_format() {
+    // Older logs wrote one (key, field, count) triple per counter: record type 3.
+    fn put(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s);
+    }
+    let mut payload = vec![3u8];
+    payload.extend_from_slice(&2u64.to_le_bytes());
+    for (field, n) in [("pool/a.deb", 5u64), ("pool/b.deb", 7)] {
+        put(&mut payload, b"mf:v1:stats:day:2026-11-22:file:debian");
+        put(&mut payload, field.as_bytes());
+        payload.extend_from_slice(&n.to_le_bytes());
+    }
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.log"), &record).unwrap();
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let key = stats::day_key("2026-11-22", "file:debian");
+    let mut batch = StatsBatch::default();
+    batch.add_to(&key, "pool/a.deb", 1);
+    store.add_stats(&batch).await.unwrap();
+    let files = store.read_stats(&key).await.unwrap();
+    assert_eq!(files["pool/a.deb"], 6);
+    assert_eq!(files["pool/b.deb"], 7);
+    drop(store);
+    // And the new record replays after a restart.
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.read_stats(&key).await.unwrap()["pool/a.deb"], 6);
+}

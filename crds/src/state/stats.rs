@@ -9,7 +9,7 @@
 //! | `mf:v1:stats:day:<YYYY-MM-DD>:file:<project>` | path → redirects |
 //! | `mf:v1:stats:total` | `redirects`, `bytes` |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::PREFIX;
 
@@ -26,11 +26,13 @@ pub fn day_key(day: &str, dimension: &str) -> String {
     format!("{PREFIX}stats:day:{day}:{dimension}")
 }
 
-/// Counters to add, grouped by key then field.
+/// Counters to add, grouped by key then field. Fields are hashed, not ordered: a flush adds
+/// tens of thousands of file paths to one key, and a hash map takes them several times
+/// faster than an ordered map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsBatch {
     /// key → field → increment.
-    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    pub counters: BTreeMap<String, HashMap<String, u64>>,
 }
 
 impl StatsBatch {
@@ -65,7 +67,7 @@ impl StatsBatch {
             None => self.counters.entry(key.to_owned()).or_default(),
         };
         match fields.get_mut(field) {
-            Some(v) => *v += n,
+            Some(v) => *v = v.saturating_add(n),
             None => {
                 fields.insert(field.to_owned(), n);
             }
