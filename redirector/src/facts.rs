@@ -7,7 +7,11 @@
 use std::net::IpAddr;
 
 use hyper::HeaderMap;
+use hyper::header::{FORWARDED, HeaderName};
 use ipnet::IpNet;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Whether `ip` is in one of `nets` (IPv4-mapped IPv6 addresses count as IPv4).
 pub fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
@@ -36,13 +40,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
     }
     // Walk the hops from the right: the first one that is not a trusted proxy is the client.
     let mut client = peer;
-    let xff: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !xff.is_empty() {
-        for v in xff.iter().rev() {
+    let mut xff = headers.get_all(&X_FORWARDED_FOR).iter().rev().peekable();
+    if xff.peek().is_some() {
+        for v in xff.filter_map(|v| v.to_str().ok()) {
             for hop in v.rsplit(',').filter_map(parse_hop) {
                 client = hop.to_canonical();
                 if !trusted(client, proxies) {
@@ -52,12 +52,12 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
         }
         return client;
     }
-    let fwd: Vec<&str> = headers
-        .get_all("forwarded")
+    for v in headers
+        .get_all(FORWARDED)
         .iter()
+        .rev()
         .filter_map(|v| v.to_str().ok())
-        .collect();
-    for v in fwd.iter().rev() {
+    {
         for element in v.rsplit(',') {
             for pair in element.split(';') {
                 let Some((k, val)) = pair.split_once('=') else {
@@ -85,7 +85,7 @@ pub fn came_over_https(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> 
         return false;
     }
     if let Some(v) = headers
-        .get("x-forwarded-proto")
+        .get(&X_FORWARDED_PROTO)
         .and_then(|v| v.to_str().ok())
     {
         return v
@@ -94,7 +94,7 @@ pub fn came_over_https(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> 
             .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
     }
     headers
-        .get("forwarded")
+        .get(FORWARDED)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split([';', ',']).any(|p| {

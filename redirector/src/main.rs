@@ -59,6 +59,10 @@ struct Args {
     /// Keep each client network on one mirror (rendezvous hashing) instead of drawing per request.
     #[arg(long, env = "MIRRORFLEET_STICKY")]
     sticky: bool,
+    /// Seconds between download-stats flushes to the store (counts are kept in memory between
+    /// flushes and flushed on shutdown).
+    #[arg(long, env = "MIRRORFLEET_STATS_INTERVAL", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    stats_interval: u64,
     /// Log as JSON lines.
     #[arg(long, env = "MIRRORFLEET_LOG_JSON")]
     log_json: bool,
@@ -100,6 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
         trusted_proxies: args.trusted_proxies.clone(),
         sticky: args.sticky,
+        stats_every: std::time::Duration::from_secs(args.stats_interval),
         ..Config::default()
     };
     server::run(listeners, store, geo, config, server::shutdown_signal()).await;

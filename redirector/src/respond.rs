@@ -6,11 +6,12 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::ops::Range;
 
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use mirrorfleet_crds::state::{FileEntry, HashKind};
 use serde_json::json;
@@ -40,11 +41,6 @@ pub fn encode_path(path: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
-}
-
-/// A header value from a string built for it (no copy).
-fn header_value(s: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
 }
 
 /// A `200` page about one client's request (JSON, mirror list): not to be cached by proxies.
@@ -121,80 +117,114 @@ pub fn join(base: &str, encoded_path: &str) -> String {
     url
 }
 
-fn digest_headers(r: &mut Response<Body>, file: &FileEntry<'_>) {
-    let b64 = &base64::engine::general_purpose::STANDARD;
-    let mut digest = String::new();
-    let mut repr = String::new();
-    for (kind, name, repr_name) in [
+/// Appends the file's `Digest` (RFC 3230) and `Repr-Digest` (RFC 9530) values to `buf`;
+/// returns their ranges, or `None` when the index holds no hash for the file.
+fn digests(buf: &mut String, file: &FileEntry<'_>) -> Option<(Range<usize>, Range<usize>)> {
+    const KINDS: [(HashKind, &str, &str); 3] = [
         (HashKind::Sha256, "SHA-256=", "sha-256=:"),
         (HashKind::Sha1, "SHA=", "sha=:"),
         (HashKind::Md5, "MD5=", "md5=:"),
-    ] {
+    ];
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let start = buf.len();
+    for (kind, name, _) in KINDS {
         if let Some(d) = file.digest(kind) {
-            if !digest.is_empty() {
-                digest.push(',');
-                repr.push_str(", ");
+            if buf.len() > start {
+                buf.push(',');
             }
-            digest.push_str(name);
-            b64.encode_string(d, &mut digest);
-            repr.push_str(repr_name);
-            b64.encode_string(d, &mut repr);
-            repr.push(':');
+            buf.push_str(name);
+            b64.encode_string(d, buf);
         }
     }
-    if digest.is_empty() {
-        return;
+    if buf.len() == start {
+        return None;
     }
-    if let Some(v) = header_value(digest) {
-        r.headers_mut().insert("digest", v);
+    let digest = start..buf.len();
+    for (kind, _, name) in KINDS {
+        if let Some(d) = file.digest(kind) {
+            if buf.len() > digest.end {
+                buf.push_str(", ");
+            }
+            buf.push_str(name);
+            b64.encode_string(d, buf);
+            buf.push(':');
+        }
     }
-    if let Some(v) = header_value(repr) {
-        r.headers_mut().insert("repr-digest", v);
-    }
+    Some((digest.clone(), digest.end..buf.len()))
 }
 
-/// `302` to `location` with the mirror answers' headers; `encoded_path` is the file's path
-/// as [`encode_path`] gives it. Each header value is built in one allocation.
+/// `302` to `base` + `encoded_path` with the mirror answers' headers: `Link` alternates for the
+/// decision's next four choices, `Digest` and `Repr-Digest`. `encoded_path` is the file's path
+/// as [`encode_path`] gives it. Every header value is a slice of one buffer: one allocation
+/// for all of them.
 pub fn redirect(
-    location: String,
+    base: &str,
     snap: &Snapshot,
     project: usize,
     d: &Decision<'_>,
     encoded_path: &str,
 ) -> Response<Body> {
+    let alternates =
+        || (1..d.choices.len().min(5)).filter_map(|i| Some((i, choice_base(snap, project, d, i)?)));
+    let estimate = base.len()
+        + encoded_path.len()
+        + alternates()
+            .map(|(_, b)| b.len() + encoded_path.len() + 40)
+            .sum::<usize>()
+        + 160;
+    let mut buf = String::with_capacity(estimate);
+    buf.push_str(base);
+    buf.push_str(encoded_path);
+    let location = 0..buf.len();
+    let mut links: [Range<usize>; 4] = Default::default();
+    let mut n_links = 0;
+    for (i, alt) in alternates() {
+        let start = buf.len();
+        buf.push('<');
+        buf.push_str(alt);
+        buf.push_str(encoded_path);
+        buf.push_str(">; rel=duplicate; pri=");
+        buf.push(char::from(b'0' + i as u8));
+        if let Some(cc) = snap.mirrors[d.choices[i].mirror].country {
+            buf.push_str("; geo=");
+            buf.push(char::from(cc[0].to_ascii_lowercase()));
+            buf.push(char::from(cc[1].to_ascii_lowercase()));
+        }
+        links[n_links] = start..buf.len();
+        n_links += 1;
+    }
+    let digest = d.file.as_ref().and_then(|f| digests(&mut buf, f));
+    let buf = Bytes::from(buf);
+    let value = |r: Range<usize>| HeaderValue::from_maybe_shared(buf.slice(r)).ok();
+
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::FOUND;
     let h = r.headers_mut();
-    if let Some(v) = header_value(location) {
+    if let Some(v) = value(location) {
         h.insert(header::LOCATION, v);
     }
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
-    for i in 1..d.choices.len().min(5) {
-        let Some(base) = choice_base(snap, project, d, i) else {
-            continue;
-        };
-        let mut link = String::with_capacity(base.len() + encoded_path.len() + 40);
-        link.push('<');
-        link.push_str(base);
-        link.push_str(encoded_path);
-        let _ = write!(link, ">; rel=duplicate; pri={i}");
-        if let Some(cc) = snap.mirrors[d.choices[i].mirror].country {
-            link.push_str("; geo=");
-            link.push(char::from(cc[0].to_ascii_lowercase()));
-            link.push(char::from(cc[1].to_ascii_lowercase()));
-        }
-        if let Some(v) = header_value(link) {
+    for link in &links[..n_links] {
+        if let Some(v) = value(link.clone()) {
             h.append(header::LINK, v);
         }
     }
-    if let Some(file) = &d.file {
-        digest_headers(&mut r, file);
+    if let Some((digest, repr)) = digest {
+        if let Some(v) = value(digest) {
+            h.insert(&DIGEST, v);
+        }
+        if let Some(v) = value(repr) {
+            h.insert(&REPR_DIGEST, v);
+        }
     }
     r
 }
+
+static DIGEST: HeaderName = HeaderName::from_static("digest");
+static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 
 /// `?sha256` and friends: `<hex>  <name>` as `sha256sum` prints it.
 pub fn checksum(file: Option<&FileEntry<'_>>, kind: HashKind) -> Response<Body> {
@@ -360,4 +390,54 @@ pub fn mirrorlist(
     }
     h.push_str("</body></html>");
     private_page(h, "text/html; charset=utf-8")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use mirrorfleet_crds::state::FileIndex;
+    use mirrorfleet_crds::state::index::FileRecord;
+
+    use super::*;
+
+    #[test]
+    fn digest_values_list_every_hash_in_both_syntaxes() {
+        let records = vec![
+            FileRecord {
+                path: "both".into(),
+                size: 1,
+                mtime: 0,
+                digests: vec![Some(vec![0xab; 32]), Some(vec![0x01; 16])],
+            },
+            FileRecord {
+                path: "md5-only".into(),
+                size: 1,
+                mtime: 0,
+                digests: vec![None, Some(vec![0x01; 16])],
+            },
+            FileRecord {
+                path: "none".into(),
+                size: 1,
+                mtime: 0,
+                digests: vec![None, None],
+            },
+        ];
+        let index = FileIndex::build("p", "s", &[HashKind::Sha256, HashKind::Md5], records, None);
+        let mut buf = String::from("prefix");
+        let (digest, repr) = digests(&mut buf, &index.find("both").unwrap()).unwrap();
+        assert_eq!(
+            &buf[digest],
+            "SHA-256=q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=,MD5=AQEBAQEBAQEBAQEBAQEBAQ=="
+        );
+        assert_eq!(
+            &buf[repr],
+            "sha-256=:q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=:, md5=:AQEBAQEBAQEBAQEBAQEBAQ==:"
+        );
+        let mut buf = String::new();
+        let (digest, repr) = digests(&mut buf, &index.find("md5-only").unwrap()).unwrap();
+        assert_eq!(&buf[digest], "MD5=AQEBAQEBAQEBAQEBAQEBAQ==");
+        assert_eq!(&buf[repr], "md5=:AQEBAQEBAQEBAQEBAQEBAQ==:");
+        assert!(digests(&mut buf, &index.find("none").unwrap()).is_none());
+    }
 }

@@ -3,6 +3,7 @@
 //! current snapshot from an [`ArcSwap`] — no lock, no await on shared state — decide with
 //! [`select`], and answer with [`respond`].
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -101,9 +102,12 @@ fn now() -> i64 {
 
 /// Decodes and checks a request path: percent-decoding, no NUL or control characters, no `.`
 /// or `..` segments, empty segments collapsed.
-pub fn clean_path(raw: &str) -> Result<String, StatusCode> {
+pub fn clean_path(raw: &str) -> Result<Cow<'_, str>, StatusCode> {
     if raw.len() > MAX_PATH {
         return Err(StatusCode::URI_TOO_LONG);
+    }
+    if is_clean(raw) {
+        return Ok(Cow::Borrowed(raw));
     }
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -136,7 +140,28 @@ pub fn clean_path(raw: &str) -> Result<String, StatusCode> {
     if s.ends_with('/') || clean.is_empty() {
         clean.push('/');
     }
-    Ok(clean)
+    Ok(Cow::Owned(clean))
+}
+
+/// Whether `raw` is already what [`clean_path`] would make of it (the common case, answered
+/// without allocating): it starts with `/`, is ASCII, and has no escapes, control
+/// characters, empty, `.` or `..` segments.
+fn is_clean(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    if b.first() != Some(&b'/')
+        || b.iter()
+            .any(|c| *c == b'%' || c.is_ascii_control() || !c.is_ascii())
+    {
+        return false;
+    }
+    // Every segment but a final empty one (`/dir/`) must be non-empty and not `.` or `..`.
+    let segments = &raw[1..];
+    let segments = segments.strip_suffix('/').unwrap_or(segments);
+    segments.is_empty() && raw.len() == 1
+        || !segments.is_empty()
+            && segments
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 fn query_has(query: &str, key: &str) -> bool {
@@ -257,12 +282,12 @@ impl App {
             return (r, m);
         }
         let encoded = respond::encode_path(rel);
-        let fallback_url = |i: usize| {
+        let fallback_base = |i: usize| {
             snap.projects[project]
                 .state
                 .fallbacks
                 .get(i)
-                .map(|f| respond::join(&f.url, &encoded))
+                .map(|f| f.url.as_str())
         };
         if mirrorlist {
             return (
@@ -272,7 +297,7 @@ impl App {
         }
         if wants_json && d.outcome != Outcome::NotFound {
             let fb = match d.outcome {
-                Outcome::Fallback(i) => fallback_url(i),
+                Outcome::Fallback(i) => fallback_base(i).map(|b| respond::join(b, &encoded)),
                 _ => None,
             };
             return (
@@ -290,7 +315,7 @@ impl App {
                 M::Unavailable,
             ),
             Outcome::Fallback(i) => {
-                let Some(url) = fallback_url(i) else {
+                let Some(base) = fallback_base(i) else {
                     return (respond::unavailable("no fallback"), M::Unavailable);
                 };
                 if req.method() == Method::GET
@@ -306,14 +331,12 @@ impl App {
                     });
                 }
                 (
-                    respond::redirect(url, &snap, project, &d, &encoded),
+                    respond::redirect(base, &snap, project, &d, &encoded),
                     M::Fallback,
                 )
             }
             Outcome::Mirror => {
-                let Some(url) = respond::choice_base(&snap, project, &d, 0)
-                    .map(|base| respond::join(base, &encoded))
-                else {
+                let Some(base) = respond::choice_base(&snap, project, &d, 0) else {
                     return (
                         respond::unavailable("the chosen mirror has no URL"),
                         M::Unavailable,
@@ -333,7 +356,7 @@ impl App {
                     });
                 }
                 (
-                    respond::redirect(url, &snap, project, &d, &encoded),
+                    respond::redirect(base, &snap, project, &d, &encoded),
                     M::Redirect,
                 )
             }
@@ -510,6 +533,51 @@ pub fn block_on_main(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_cleaning() {
+        for raw in [
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//",
+            "//a",
+            "/a/./b",
+            "/a/../b",
+            "/.",
+            "/..",
+            "/a/.",
+            "/a/..",
+            "/.a/..b/...",
+            "/a%2fb",
+            "/a\u{1}b",
+            "/a/b.deb",
+            "a/b",
+            "",
+            "/ü",
+            "/a\u{85}",
+            "/dists/stable/",
+            "/a b",
+        ] {
+            let Ok(clean) = clean_path(raw) else {
+                assert!(
+                    !is_clean(raw),
+                    "{raw:?} is refused yet passes the fast check"
+                );
+                continue;
+            };
+            if is_clean(raw) {
+                assert_eq!(clean, raw, "{raw:?}");
+            }
+            if clean.is_ascii() && !clean.contains('%') {
+                assert!(
+                    is_clean(&clean),
+                    "{raw:?} cleans to {clean:?}, which the fast check does not accept"
+                );
+            }
+        }
+    }
 
     #[test]
     fn paths_are_cleaned_or_refused() {
