@@ -1,7 +1,7 @@
 //! `mirrorfleet standalone` end to end: manifests with a local source and a mirror served by
 //! nginx (downloads, health probes) and a real rsync daemon (scans); the process indexes the
 //! source, scans the mirror and redirects to it — and stops when the mirror goes down, and
-//! starts again once it is back.
+//! starts again once it is back; aria2 downloads through its metalink.
 
 #![allow(clippy::unwrap_used)]
 
@@ -86,6 +86,26 @@ fn standalone_indexes_scans_and_redirects() {
         Err(last)
     };
     let first = until(&mirror_a, Duration::from_secs(30));
+    // A real metalink client: aria2 reads `a.deb.meta4`, downloads from the mirror it lists
+    // and checks the file against the SHA-256 in it.
+    let downloads = tempfile::tempdir().unwrap();
+    let aria2 = std::process::Command::new(find("aria2c"))
+        .args([
+            "--no-conf=true",
+            "--check-integrity=true",
+            "--follow-metalink=mem",
+            "--max-tries=1",
+            "--connect-timeout=5",
+            "--timeout=10",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            "--dir",
+        ])
+        .arg(downloads.path())
+        .arg(format!("http://127.0.0.1:{port}/demo/pool/a.deb.meta4"))
+        .output()
+        .unwrap();
+    let fetched = std::fs::read(downloads.path().join("a.deb")).ok();
     let b = get("/demo/pool/b.deb");
     let missing = get("/demo/pool/none.deb");
     // The mirror goes down: out of rotation (the origin serves) within 10 s…
@@ -98,6 +118,17 @@ fn standalone_indexes_scans_and_redirects() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(first.is_ok(), "the mirror holds a.deb: {first:?}");
+    assert!(
+        aria2.status.success(),
+        "aria2c failed on the metalink: {}{}",
+        String::from_utf8_lossy(&aria2.stdout),
+        String::from_utf8_lossy(&aria2.stderr)
+    );
+    assert_eq!(
+        fetched.as_deref(),
+        Some(&b"aaaa"[..]),
+        "aria2c fetched the file"
+    );
     assert_eq!(
         b,
         Some((302, "https://origin.example/demo/pool/b.deb".to_owned())),

@@ -21,6 +21,8 @@ pub enum Outcome {
     Mirrorlist,
     /// Checksum answer.
     Checksum,
+    /// Metalink document.
+    Metalink,
     /// 404.
     NotFound,
     /// 503.
@@ -31,12 +33,13 @@ pub enum Outcome {
     Admin,
 }
 
-const OUTCOMES: [(Outcome, &str); 9] = [
+const OUTCOMES: [(Outcome, &str); 10] = [
     (Outcome::Redirect, "redirect"),
     (Outcome::Fallback, "fallback"),
     (Outcome::Json, "json"),
     (Outcome::Mirrorlist, "mirrorlist"),
     (Outcome::Checksum, "checksum"),
+    (Outcome::Metalink, "metalink"),
     (Outcome::NotFound, "not_found"),
     (Outcome::Unavailable, "unavailable"),
     (Outcome::BadRequest, "bad_request"),
@@ -51,7 +54,7 @@ const BUCKETS_US: [u64; 12] = [
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Shard {
-    requests: [AtomicU64; 9],
+    requests: [AtomicU64; OUTCOMES.len()],
     latency: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,

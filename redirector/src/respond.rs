@@ -154,15 +154,17 @@ fn digests(buf: &mut String, file: &FileEntry<'_>) -> Option<(Range<usize>, Rang
 }
 
 /// `302` to `base` + `encoded_path` with the mirror answers' headers: `Link` alternates for the
-/// decision's next four choices, `Digest` and `Repr-Digest`. `encoded_path` is the file's path
-/// as [`encode_path`] gives it. Every header value is a slice of one buffer: one allocation
-/// for all of them.
+/// decision's next four choices (RFC 6249 `rel=duplicate`), a `Link` to the file's metalink
+/// (`rel=describedby`), `Digest` and `Repr-Digest`. `encoded_path` is the file's path in the
+/// project and `request_path` the path the client asked for, both as [`encode_path`] gives
+/// them. Every header value is a slice of one buffer: one allocation for all of them.
 pub fn redirect(
     base: &str,
     snap: &Snapshot,
     project: usize,
     d: &Decision<'_>,
     encoded_path: &str,
+    request_path: &str,
 ) -> Response<Body> {
     let alternates =
         || (1..d.choices.len().min(5)).filter_map(|i| Some((i, choice_base(snap, project, d, i)?)));
@@ -171,7 +173,8 @@ pub fn redirect(
         + alternates()
             .map(|(_, b)| b.len() + encoded_path.len() + 40)
             .sum::<usize>()
-        + 160;
+        + request_path.len()
+        + 240;
     let mut buf = String::with_capacity(estimate);
     buf.push_str(base);
     buf.push_str(encoded_path);
@@ -193,6 +196,15 @@ pub fn redirect(
         links[n_links] = start..buf.len();
         n_links += 1;
     }
+    let described_by = d.file.as_ref().map(|_| {
+        let start = buf.len();
+        buf.push('<');
+        buf.push_str(request_path);
+        buf.push_str(".meta4>; rel=describedby; type=\"");
+        buf.push_str(METALINK);
+        buf.push('"');
+        start..buf.len()
+    });
     let digest = d.file.as_ref().and_then(|f| digests(&mut buf, f));
     let buf = Bytes::from(buf);
     let value = |r: Range<usize>| HeaderValue::from_maybe_shared(buf.slice(r)).ok();
@@ -207,8 +219,8 @@ pub fn redirect(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
-    for link in &links[..n_links] {
-        if let Some(v) = value(link.clone()) {
+    for link in links[..n_links].iter().cloned().chain(described_by) {
+        if let Some(v) = value(link) {
             h.append(header::LINK, v);
         }
     }
@@ -307,6 +319,69 @@ pub fn json(
         serde_json::to_vec_pretty(&body).unwrap_or_default(),
         "application/json; charset=utf-8",
     )
+}
+
+/// The media type of metalink v4 documents (RFC 5854).
+pub const METALINK: &str = "application/metalink4+xml";
+
+/// A metalink v4 document (RFC 5854) for the decision's file: its size and hashes, and every
+/// usable mirror's URL in rank order (`priority` 1 is the best) with its country; when no
+/// mirror qualifies, the fallbacks instead. Served as an attachment named `<file>.meta4`.
+pub fn metalink(
+    snap: &Snapshot,
+    project: usize,
+    d: &Decision<'_>,
+    path: &str,
+    fallbacks: &[String],
+) -> Response<Body> {
+    let Some(file) = &d.file else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let name = file.path.rsplit('/').next().unwrap_or(file.path);
+    let mut x = String::with_capacity(1024 + 160 * d.choices.len());
+    x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str("<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">\n");
+    x.push_str("  <generator>mirrorfleet</generator>\n");
+    let _ = writeln!(x, "  <file name=\"{}\">", esc(name));
+    let _ = writeln!(x, "    <size>{}</size>", file.size);
+    for (kind, name) in [
+        (HashKind::Sha256, "sha-256"),
+        (HashKind::Sha1, "sha-1"),
+        (HashKind::Md5, "md5"),
+    ] {
+        if let Some(dg) = file.digest(kind) {
+            let _ = writeln!(x, "    <hash type=\"{name}\">{}</hash>", hex(dg));
+        }
+    }
+    let mut priority = 0;
+    for (i, c) in d.choices.iter().enumerate() {
+        let Some(url) = choice_url(snap, project, d, i, path) else {
+            continue;
+        };
+        priority += 1;
+        x.push_str("    <url");
+        if let Some(cc) = snap.mirrors[c.mirror].country {
+            let cc = crate::snapshot::cc_str(cc).to_ascii_lowercase();
+            let _ = write!(x, " location=\"{}\"", esc(&cc));
+        }
+        let _ = writeln!(x, " priority=\"{priority}\">{}</url>", esc(&url));
+    }
+    if priority == 0 {
+        for url in fallbacks {
+            priority += 1;
+            let _ = writeln!(x, "    <url priority=\"{priority}\">{}</url>", esc(url));
+        }
+    }
+    x.push_str("  </file>\n</metalink>\n");
+    let mut r = private_page(x, METALINK);
+    let disposition = format!(
+        "attachment; filename=\"{}.meta4\"",
+        name.replace(['"', '\\'], "_")
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 fn esc(s: &str) -> String {

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::geo::Geo;
 use crate::metrics::{Metrics, Outcome as M};
-use crate::respond::{self, Body};
+use crate::respond::{self, Body, encode_path};
 use crate::select::{self, Facts, Outcome};
 use crate::snapshot::Snapshot;
 use crate::stats::{self, Stats};
@@ -164,6 +164,35 @@ fn is_clean(raw: &str) -> bool {
                 .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
+/// `?sha256`, `?sha1`, `?md5`, and the file-name suffixes that ask for the same.
+const CHECKSUMS: [(&str, HashKind); 3] = [
+    ("sha256", HashKind::Sha256),
+    ("sha1", HashKind::Sha1),
+    ("md5", HashKind::Md5),
+];
+
+/// What a suffixed file name asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `<file>.meta4`: the file's metalink.
+    Metalink,
+    /// `<file>.sha256` and friends: the file's checksum.
+    Checksum(HashKind),
+}
+
+/// `<file>.meta4`, `<file>.sha256`, `<file>.sha1` or `<file>.md5`, when that name is not itself
+/// a file of the project but `<file>` is: the file and what is asked of it. A real file of
+/// that name (a published `SHA256SUMS`-style `.sha256`) is always served as itself.
+fn suffix_form<'p>(snap: &Snapshot, project: usize, rel: &'p str) -> Option<(&'p str, Form)> {
+    let (file, ext) = rel.rsplit_once('.')?;
+    let form = match ext {
+        "meta4" => Form::Metalink,
+        _ => Form::Checksum(CHECKSUMS.iter().find(|(k, _)| *k == ext)?.1),
+    };
+    let index = snap.projects.get(project)?.index.as_deref()?;
+    (index.position(rel).is_none() && index.position(file).is_some()).then_some((file, form))
+}
+
 fn query_has(query: &str, key: &str) -> bool {
     query.split('&').any(|kv| kv.split('=').next() == Some(key))
 }
@@ -248,18 +277,26 @@ impl App {
             ip = from;
         }
         let geo = self.geo.lookup(ip);
-        let wants_json = query_has(query, "json")
-            || headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|a| a.contains("application/json"));
-        let checksum = [
-            ("sha256", HashKind::Sha256),
-            ("sha1", HashKind::Sha1),
-            ("md5", HashKind::Md5),
-        ]
-        .into_iter()
-        .find(|(k, _)| query_has(query, k));
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let wants_json = query_has(query, "json") || accept.contains("application/json");
+        let (rel, form) = match suffix_form(&snap, project, rel) {
+            Some((file, form)) => (file, Some(form)),
+            None => (rel, None),
+        };
+        let checksum = match form {
+            Some(Form::Checksum(kind)) => Some(kind),
+            _ => CHECKSUMS
+                .into_iter()
+                .find(|(k, _)| query_has(query, k))
+                .map(|(_, kind)| kind),
+        };
+        let metalink = form == Some(Form::Metalink)
+            || query_has(query, "metalink")
+            || query_has(query, "meta4")
+            || accept.contains(respond::METALINK);
         let facts = Facts {
             project,
             path: rel,
@@ -269,10 +306,10 @@ impl App {
             now: now(),
             random: random(),
             sticky: self.config.sticky,
-            explain: mirrorlist || wants_json,
+            explain: mirrorlist || wants_json || metalink,
         };
         let d = select::select(&facts, &snap);
-        if let Some((_, kind)) = checksum {
+        if let Some(kind) = checksum {
             let r = respond::checksum(d.file.as_ref(), kind);
             let m = if r.status() == StatusCode::OK {
                 M::Checksum
@@ -294,6 +331,21 @@ impl App {
                 respond::mirrorlist(&snap, project, &d, rel, ip, &geo),
                 M::Mirrorlist,
             );
+        }
+        if metalink {
+            let fallbacks: Vec<String> = snap.projects[project]
+                .state
+                .fallbacks
+                .iter()
+                .map(|f| respond::join(&f.url, &encoded))
+                .collect();
+            let r = respond::metalink(&snap, project, &d, rel, &fallbacks);
+            let m = if r.status() == StatusCode::OK {
+                M::Metalink
+            } else {
+                M::NotFound
+            };
+            return (r, m);
         }
         if wants_json && d.outcome != Outcome::NotFound {
             let fb = match d.outcome {
@@ -331,7 +383,7 @@ impl App {
                     });
                 }
                 (
-                    respond::redirect(base, &snap, project, &d, &encoded),
+                    respond::redirect(base, &snap, project, &d, &encoded, &encode_path(&path)),
                     M::Fallback,
                 )
             }
@@ -356,7 +408,7 @@ impl App {
                     });
                 }
                 (
-                    respond::redirect(base, &snap, project, &d, &encoded),
+                    respond::redirect(base, &snap, project, &d, &encoded, &encode_path(&path)),
                     M::Redirect,
                 )
             }

@@ -468,3 +468,114 @@ fn chrono_day() -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metalinks_and_checksum_file_names() {
+    let mut r = start().await;
+    let paris = [("x-forwarded-for", "192.0.2.7")];
+
+    // Every redirect points to its metalink (RFC 6249 describedby).
+    let resp = get(&r, "/p/pool/a%20b.deb", &paris).await;
+    assert_eq!(resp.status(), 302);
+    let links: Vec<String> = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        links.contains(
+            &"</p/pool/a%20b.deb.meta4>; rel=describedby; type=\"application/metalink4+xml\""
+                .to_owned()
+        ),
+        "{links:?}"
+    );
+
+    // `<file>.meta4`: size, hash, and every mirror ranked for this client.
+    let resp = get(&r, "/p/pool/a%20b.deb.meta4", &paris).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/metalink4+xml");
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "attachment; filename=\"a b.deb.meta4\""
+    );
+    let meta4 = resp.text().await.unwrap();
+    assert!(meta4.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">"), "{meta4}");
+    assert!(meta4.contains("<file name=\"a b.deb\">"), "{meta4}");
+    assert!(meta4.contains("<size>3</size>"), "{meta4}");
+    assert!(
+        meta4.contains(&format!(
+            "<hash type=\"sha-256\">{}</hash>",
+            "ab".repeat(32)
+        )),
+        "{meta4}"
+    );
+    let urls: Vec<&str> = meta4.lines().filter(|l| l.contains("<url")).collect();
+    assert_eq!(urls.len(), 3, "{meta4}");
+    assert_eq!(
+        urls[0].trim(),
+        "<url location=\"fr\" priority=\"1\">https://lyon.example/p/pool/a%20b.deb</url>",
+        "the nearest mirror first"
+    );
+    assert!(urls[1].contains("priority=\"2\"") && urls[2].contains("priority=\"3\""));
+    assert!(
+        urls.iter()
+            .any(|u| u.contains(">http://plain.example/p/pool/a%20b.deb<")),
+        "an HTTP-only mirror is listed for an HTTP client: {meta4}"
+    );
+
+    // The same document by query and by Accept; HEAD has no body.
+    let by_query = get(&r, "/p/pool/a%20b.deb?metalink", &paris).await;
+    assert_eq!(by_query.text().await.unwrap(), meta4);
+    let by_accept = get(
+        &r,
+        "/p/pool/a%20b.deb",
+        &[paris[0], ("accept", "application/metalink4+xml")],
+    )
+    .await;
+    assert_eq!(by_accept.status(), 200);
+    assert_eq!(by_accept.text().await.unwrap(), meta4);
+    let head = client()
+        .head(format!("http://{}/p/pool/a%20b.deb.meta4", r.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.bytes().await.unwrap().len(), 0);
+
+    // No mirror holds this one: the fallback is listed instead.
+    let origin = get(&r, "/p/pool/only-origin.deb.meta4", &paris).await;
+    let origin = origin.text().await.unwrap();
+    assert!(
+        origin.contains("<url priority=\"1\">https://origin.example/p/pool/only-origin.deb</url>"),
+        "{origin}"
+    );
+
+    // `<file>.sha256` answers like `?sha256`; unknown files stay 404.
+    let sum = get(&r, "/p/pool/a%20b.deb.sha256", &[]).await;
+    assert_eq!(sum.status(), 200);
+    assert_eq!(
+        sum.text().await.unwrap(),
+        format!("{}  a b.deb\n", "ab".repeat(32))
+    );
+    assert_eq!(get(&r, "/p/pool/a%20b.deb.md5", &[]).await.status(), 404);
+    assert_eq!(
+        get(&r, "/p/pool/nothing.deb.meta4", &[]).await.status(),
+        404
+    );
+    assert_eq!(
+        get(&r, "/p/pool/nothing.deb.sha256", &[]).await.status(),
+        404
+    );
+
+    let metrics = get(&r, "/metrics", &[]).await.text().await.unwrap();
+    assert!(
+        metrics.contains("mirrorfleet_requests_total{outcome=\"metalink\"} 5"),
+        "{metrics}"
+    );
+    r.stop.take().unwrap().send(()).unwrap();
+    let _ = (&mut r.done).await.unwrap();
+    // Metalinks are not downloads: only the one redirect above was counted.
+    let totals = r.store.read_stats(&stats::total_key()).await.unwrap();
+    assert_eq!(totals.get("redirects").copied(), Some(1), "{totals:?}");
+}

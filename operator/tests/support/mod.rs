@@ -19,7 +19,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn find(program: &str) -> PathBuf {
+/// The path of an installed program (scripts/test installs them all).
+pub fn find(program: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(program);
         if p.exists() {
