@@ -3,11 +3,13 @@
 //! `mirrorfleet standalone` can embed it.
 //!
 //! It never talks to the store on the request path: [`snapshot`] is rebuilt off the path and
-//! swapped whole; [`select`] is a pure function of (request facts, snapshot).
+//! swapped whole; [`select`] is a pure function of (request facts, snapshot); the fleet-wide
+//! counters of [`mirrorstats`] are read back by the stats task.
 
 pub mod facts;
 pub mod geo;
 pub mod metrics;
+pub mod mirrorstats;
 pub mod respond;
 pub mod select;
 pub mod server;

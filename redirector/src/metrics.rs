@@ -23,6 +23,8 @@ pub enum Outcome {
     Checksum,
     /// Metalink document.
     Metalink,
+    /// `?mirrorstats` page.
+    Mirrorstats,
     /// 404.
     NotFound,
     /// 503.
@@ -33,13 +35,14 @@ pub enum Outcome {
     Admin,
 }
 
-const OUTCOMES: [(Outcome, &str); 10] = [
+const OUTCOMES: [(Outcome, &str); 11] = [
     (Outcome::Redirect, "redirect"),
     (Outcome::Fallback, "fallback"),
     (Outcome::Json, "json"),
     (Outcome::Mirrorlist, "mirrorlist"),
     (Outcome::Checksum, "checksum"),
     (Outcome::Metalink, "metalink"),
+    (Outcome::Mirrorstats, "mirrorstats"),
     (Outcome::NotFound, "not_found"),
     (Outcome::Unavailable, "unavailable"),
     (Outcome::BadRequest, "bad_request"),

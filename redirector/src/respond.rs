@@ -44,7 +44,7 @@ pub fn encode_path(path: &str) -> Cow<'_, str> {
 }
 
 /// A `200` page about one client's request (JSON, mirror list): not to be cached by proxies.
-fn private_page(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+pub(crate) fn private_page(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -384,7 +384,8 @@ pub fn metalink(
     r
 }
 
-fn esc(s: &str) -> String {
+/// HTML/XML-escapes text.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -240,6 +240,25 @@ impl App {
             }
             _ => {}
         }
+        if head_or_get
+            && let Some(query) = req.uri().query()
+            && query_has(query, "mirrorstats")
+        {
+            let counts = self.stats.fleet_counts();
+            let snap = self.snapshot.load();
+            let wants_json = query_has(query, "json")
+                || req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("application/json"));
+            let page = if wants_json {
+                crate::mirrorstats::json(&snap, &counts)
+            } else {
+                crate::mirrorstats::html(&snap, &counts)
+            };
+            return (page, M::Mirrorstats);
+        }
         if !head_or_get {
             let mut r = respond::text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
             r.headers_mut()

@@ -14,7 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use arc_swap::ArcSwap;
 
 use mirrorfleet_crds::state::stats::{StatsBatch, day_key, total_key};
 use mirrorfleet_store::Store;
@@ -43,14 +45,44 @@ pub struct Event<'a> {
     pub at: i64,
 }
 
+/// How often today's fleet-wide counters are read back from the store (for `?mirrorstats`):
+/// every tenth flush, and at least once a minute.
+fn read_back_every(flush_every: Duration) -> Duration {
+    (flush_every * 10).min(Duration::from_secs(60))
+}
+
+/// Today's counters for the whole fleet (every redirector's flushes, as the store sums them),
+/// read back by the stats task so that no request reads the store.
+#[derive(Debug, Clone, Default)]
+pub struct FleetCounts {
+    /// The UTC day (`YYYY-MM-DD`).
+    pub day: String,
+    /// Redirects today by mirror name (and `fallback`).
+    pub redirects: BTreeMap<String, u64>,
+    /// Bytes today by mirror name.
+    pub bytes: BTreeMap<String, u64>,
+    /// All-time `redirects` and `bytes`.
+    pub total: BTreeMap<String, u64>,
+    /// When they were read (Unix seconds); 0 before the first read.
+    pub read_at: i64,
+    /// Why the last read failed, if it did (the previous counts are kept).
+    pub error: Option<String>,
+}
+
 /// The counting side, held by the request handlers.
 #[derive(Debug, Clone)]
 pub struct Stats {
     shards: Arc<[Mutex<Pending>]>,
     metrics: Arc<Metrics>,
+    fleet: Arc<ArcSwap<FleetCounts>>,
 }
 
 impl Stats {
+    /// Today's fleet-wide counters, as last read back (ten flush intervals old at most).
+    pub fn fleet_counts(&self) -> Arc<FleetCounts> {
+        self.fleet.load_full()
+    }
+
     /// Counts a redirect; never waits on I/O.
     pub fn count(&self, event: Event<'_>) {
         match self.shards[metrics::shard()].lock() {
@@ -82,6 +114,7 @@ pub fn start<S: Store>(
             .map(|_| Mutex::new(Pending::default()))
             .collect(),
         metrics,
+        fleet: Arc::new(ArcSwap::from_pointee(FleetCounts::default())),
     };
     let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
     let s = stats.clone();
@@ -89,6 +122,7 @@ pub fn start<S: Store>(
         let m = s.metrics.clone();
         let mut batch = StatsBatch::default();
         let mut tick = tokio::time::interval(every);
+        let mut read_at: Option<std::time::Instant> = None;
         loop {
             let stop = tokio::select! {
                 _ = tick.tick() => None,
@@ -114,6 +148,11 @@ pub fn start<S: Store>(
             let counters = batch.len();
             flush(&store, &mut batch, &m).await;
             tracing::debug!(counters, ?summed, flushed = ?started.elapsed() - summed, "stats flushed");
+            if stop.is_none() && read_at.is_none_or(|t| t.elapsed() >= read_back_every(every)) {
+                read_at = Some(std::time::Instant::now());
+                let previous = s.fleet.load_full();
+                s.fleet.store(Arc::new(read_back(&store, &previous).await));
+            }
             if let Some(done) = stop {
                 if let Ok(done) = done {
                     let _ = done.send(());
@@ -297,8 +336,7 @@ impl Pending {
                 continue;
             };
             let snap = &ctx.snap;
-            let (y, mo, d) = civil(ctx.day);
-            let day = format!("{y:04}-{mo:02}-{d:02}");
+            let day = day_string(ctx.day * 86_400);
             let mut files_key: Option<(usize, String)> = None;
             let mut mirrors: FastMap<u16, (u64, u64)> = FastMap::default();
             let mut countries: FastMap<u16, u64> = FastMap::default();
@@ -366,6 +404,47 @@ impl Pending {
 /// The per-day key of a project's file counters (built once per context and project).
 fn file_key(day: &str, project: &str) -> String {
     day_key(day, &format!("file:{project}"))
+}
+
+/// Reads today's fleet-wide counters; on failure keeps `previous` with the error.
+async fn read_back<S: Store>(store: &S, previous: &FleetCounts) -> FleetCounts {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let day = day_string(now);
+    let read = async {
+        let redirects = store.read_stats(&day_key(&day, "mirror")).await?;
+        let bytes = store.read_stats(&day_key(&day, "bytes")).await?;
+        let total = store.read_stats(&total_key()).await?;
+        Ok::<_, mirrorfleet_store::Error>((redirects, bytes, total))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok((redirects, bytes, total))) => FleetCounts {
+            day,
+            redirects,
+            bytes,
+            total,
+            read_at: now,
+            error: None,
+        },
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => mirrorfleet_store::error_chain(&e),
+                _ => "the store did not answer within 5 s".to_owned(),
+            };
+            tracing::debug!(error = %why, "reading today's stats back failed");
+            FleetCounts {
+                error: Some(why),
+                ..previous.clone()
+            }
+        }
+    }
+}
+
+/// The UTC day of a Unix time, as `YYYY-MM-DD`.
+pub fn day_string(unix_secs: i64) -> String {
+    let (y, m, d) = civil(unix_secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 async fn flush<S: Store>(store: &S, batch: &mut StatsBatch, metrics: &Metrics) {

@@ -579,3 +579,73 @@ async fn metalinks_and_checksum_file_names() {
     let totals = r.store.read_stats(&stats::total_key()).await.unwrap();
     assert_eq!(totals.get("redirects").copied(), Some(1), "{totals:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrorstats_shows_the_fleet_and_todays_counts() {
+    let mut r = start().await;
+    let paris = [("x-forwarded-for", "192.0.2.7")];
+    for _ in 0..3 {
+        assert!(location(&get(&r, "/p/pool/a%20b.deb", &paris).await).contains("lyon"));
+    }
+    // The counts are read back from the store by the stats task (every ten flushes here).
+    let started = Instant::now();
+    let page: serde_json::Value = loop {
+        let resp = get(&r, "/anything?mirrorstats&json", &[]).await;
+        assert_eq!(resp.status(), 200);
+        let page: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        if page["today"]["redirects"] == 3 {
+            break page;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "today's redirects never reached 3: {page:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(page["day"], chrono_day());
+    let mirrors = page["mirrors"].as_array().unwrap();
+    assert_eq!(mirrors.len(), 3);
+    let lyon = &mirrors[0];
+    assert_eq!(lyon["name"], "lyon", "most redirects first: {page:#}");
+    assert_eq!(lyon["today"]["redirects"], 3);
+    assert_eq!(lyon["today"]["bytes"], 9);
+    assert_eq!(lyon["sponsor"], "Sponsor");
+    assert_eq!(lyon["country"], "FR");
+    assert_eq!(lyon["projects"][0]["https"], "https://lyon.example/p/");
+    assert_eq!(
+        lyon["health"].as_array().unwrap().len(),
+        4,
+        "http and https over both families"
+    );
+    assert_eq!(lyon["health"][0]["up"], serde_json::Value::Null);
+    let plain = mirrors.iter().find(|m| m["name"] == "plain").unwrap();
+    assert_eq!(
+        plain["health"].as_array().unwrap().len(),
+        2,
+        "an HTTP-only mirror has no HTTPS probes"
+    );
+    let text = page.to_string();
+    for private in ["rsync", "contact", "notes", "networks"] {
+        assert!(!text.contains(private), "{private} leaked: {text}");
+    }
+
+    let html = get(&r, "/p/pool/a%20b.deb?mirrorstats", &[]).await;
+    assert_eq!(html.status(), 200);
+    assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
+    let html = html.text().await.unwrap();
+    assert!(html.contains("<td>lyon</td>"), "{html}");
+    assert!(html.contains("3 redirects"), "{html}");
+    let post = client()
+        .post(format!("http://{}/?mirrorstats", r.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    let metrics = get(&r, "/metrics", &[]).await.text().await.unwrap();
+    assert!(
+        metrics.contains("mirrorfleet_requests_total{outcome=\"mirrorstats\"}"),
+        "{metrics}"
+    );
+    r.stop.take().unwrap().send(()).unwrap();
+    let _ = (&mut r.done).await.unwrap();
+}
