@@ -1,7 +1,8 @@
 //! `mirrorfleet standalone` end to end: manifests with a local source and a mirror served by
 //! nginx (downloads, health probes) and a real rsync daemon (scans); the process indexes the
 //! source, scans the mirror and redirects to it — and stops when the mirror goes down, and
-//! starts again once it is back; aria2 downloads through its metalink.
+//! starts again once it is back; aria2 downloads through its metalink, and apt updates through
+//! its `mirror+` list.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,15 +12,52 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+fn hex_sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[test]
 fn standalone_indexes_scans_and_redirects() {
     let root = world_readable_tempdir();
     let t = 1_795_309_320;
+    // An apt repository's metadata beside the packages (for apt's `mirror+` method below).
+    let packages = format!(
+        "Package: demo\nVersion: 1.0\nArchitecture: all\nFilename: pool/a.deb\nSize: 4\nSHA256: {}\nDescription: demo\n",
+        hex_sha256(b"aaaa")
+    );
+    let release = format!(
+        "Suite: stable\nCodename: stable\nComponents: main\nArchitectures: amd64\nDate: Sun, 22 Nov 2026 00:00:00 UTC\nSHA256:\n {} {} main/binary-amd64/Packages\n",
+        hex_sha256(packages.as_bytes()),
+        packages.len()
+    );
+    let repo: [(&str, &[u8], i64); 2] = [
+        ("dists/stable/Release", release.as_bytes(), t),
+        (
+            "dists/stable/main/binary-amd64/Packages",
+            packages.as_bytes(),
+            t,
+        ),
+    ];
     write_tree(
         &root.path().join("source"),
-        &[("pool/a.deb", b"aaaa", t), ("pool/b.deb", b"bbbbbb", t)],
+        &[
+            [
+                ("pool/a.deb", &b"aaaa"[..], t),
+                ("pool/b.deb", b"bbbbbb", t),
+            ]
+            .as_slice(),
+            &repo,
+        ]
+        .concat(),
     );
-    write_tree(&root.path().join("mirror"), &[("pool/a.deb", b"aaaa", t)]);
+    write_tree(
+        &root.path().join("mirror"),
+        &[[("pool/a.deb", &b"aaaa"[..], t)].as_slice(), &repo].concat(),
+    );
     let daemon = rsync_daemon(&[("mirror", &root.path().join("mirror"))]);
     let web_port = free_port();
     let web = nginx_on(&root.path().join("mirror"), web_port);
@@ -106,6 +144,47 @@ fn standalone_indexes_scans_and_redirects() {
         .output()
         .unwrap();
     let fetched = std::fs::read(downloads.path().join("a.deb")).ok();
+    // A real apt: `mirror+` reads the redirector's list and fetches the metadata from the mirror.
+    let apt = tempfile::tempdir().unwrap();
+    for d in ["parts", "lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(apt.path().join(d)).unwrap();
+    }
+    std::fs::write(
+        apt.path().join("sources.list"),
+        format!("deb [trusted=yes] mirror+http://127.0.0.1:{port}/demo/mirrors.list stable main\n"),
+    )
+    .unwrap();
+    let dir = |d: &str| apt.path().join(d).display().to_string();
+    let apt_update = std::process::Command::new(find("apt-get"))
+        .arg("update")
+        .args([
+            "-o",
+            &format!("Dir::Etc::SourceList={}", dir("sources.list")),
+            "-o",
+            &format!("Dir::Etc::SourceParts={}", dir("parts")),
+            "-o",
+            &format!("Dir::State::Lists={}", dir("lists")),
+            "-o",
+            &format!("Dir::Cache={}", dir("cache")),
+            "-o",
+            "Debug::NoLocking=true",
+            "-o",
+            "APT::Sandbox::User=root",
+            "-o",
+            "Acquire::Retries=0",
+            "-o",
+            "APT::Architecture=amd64",
+            "-o",
+            "APT::Architectures=amd64",
+        ])
+        .output()
+        .unwrap();
+    let apt_lists: Vec<String> = std::fs::read_dir(apt.path().join("lists"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     let b = get("/demo/pool/b.deb");
     let missing = get("/demo/pool/none.deb");
     // The mirror goes down: out of rotation (the origin serves) within 10 s…
@@ -128,6 +207,34 @@ fn standalone_indexes_scans_and_redirects() {
         fetched.as_deref(),
         Some(&b"aaaa"[..]),
         "aria2c fetched the file"
+    );
+    let apt_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&apt_update.stdout),
+        String::from_utf8_lossy(&apt_update.stderr)
+    );
+    assert!(
+        apt_update.status.success(),
+        "apt-get update failed: {apt_out}"
+    );
+    assert!(
+        apt_out.contains(&format!(
+            "Get:1 http://127.0.0.1:{port}/demo/mirrors.list Mirrorlist"
+        )),
+        "{apt_out}"
+    );
+    assert!(
+        apt_out.contains(&format!("http://127.0.0.1:{web_port} stable Release"))
+            && apt_out.contains(&format!(
+                "http://127.0.0.1:{web_port} stable/main amd64 Packages"
+            )),
+        "apt fetches Release and Packages from the mirror: {apt_out}"
+    );
+    assert!(
+        apt_lists
+            .iter()
+            .any(|f| f.contains("_dists_stable_main_binary-amd64_Packages")),
+        "apt stored the mirror's Packages: {apt_lists:?}\n{apt_out}"
     );
     assert_eq!(
         b,

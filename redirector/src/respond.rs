@@ -321,6 +321,41 @@ pub fn json(
     )
 }
 
+/// The apt `mirror+` list (apt-transport-mirror(1)): one base URL per line, in the order of
+/// `d` (the drawn mirror first, then by rank) with explicit priorities, since apt otherwise
+/// picks at random; the fallbacks when no mirror qualifies. Comment lines say for whom.
+pub fn apt_list(
+    snap: &Snapshot,
+    project: usize,
+    d: &Decision<'_>,
+    fallbacks: &[&str],
+    ip: std::net::IpAddr,
+    geo: &ClientGeo,
+) -> Response<Body> {
+    let name = snap
+        .projects
+        .get(project)
+        .map_or("", |p| p.state.name.as_str());
+    let mut out = String::with_capacity(128 + 80 * d.choices.len());
+    let country = geo
+        .country
+        .map_or_else(|| "unknown".into(), crate::snapshot::cc_str);
+    let _ = writeln!(
+        out,
+        "# mirrorfleet: mirrors of {name} for {ip} (country {country}), best first"
+    );
+    let mut priority = 0;
+    let bases = (0..d.choices.len()).filter_map(|i| choice_base(snap, project, d, i));
+    for base in bases.chain(fallbacks.iter().copied()) {
+        priority += 1;
+        let _ = writeln!(out, "{base}\tpriority:{priority}");
+    }
+    if priority == 0 {
+        return unavailable("no mirror and no fallback can serve this project right now");
+    }
+    private_page(out, "text/plain; charset=utf-8")
+}
+
 /// The media type of metalink v4 documents (RFC 5854).
 pub const METALINK: &str = "application/metalink4+xml";
 

@@ -164,6 +164,18 @@ fn is_clean(raw: &str) -> bool {
                 .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
+/// The apt `mirror+` list of a project, at its root: `deb mirror+https://<host>/<prefix>/mirrors.list
+/// <suite> <component>` in a sources.list (a real file of that name wins).
+pub const APT_LIST: &str = "mirrors.list";
+
+/// Whether the project's index has `rel`.
+fn has_file(snap: &Snapshot, project: usize, rel: &str) -> bool {
+    snap.projects
+        .get(project)
+        .and_then(|p| p.index.as_deref())
+        .is_some_and(|i| i.position(rel).is_some())
+}
+
 /// `?sha256`, `?sha1`, `?md5`, and the file-name suffixes that ask for the same.
 const CHECKSUMS: [(&str, HashKind); 3] = [
     ("sha256", HashKind::Sha256),
@@ -327,6 +339,28 @@ impl App {
             sticky: self.config.sticky,
             explain: mirrorlist || wants_json || metalink,
         };
+        if rel == APT_LIST && !has_file(&snap, project, rel) {
+            // Every qualifying mirror, not only the best few: apt tries them in order.
+            let all = Facts {
+                explain: true,
+                ..facts
+            };
+            let d = select::select_project(&all, &snap);
+            let fallbacks: Vec<&str> = match d.outcome {
+                Outcome::Mirror => vec![],
+                _ => snap.projects[project]
+                    .state
+                    .fallbacks
+                    .iter()
+                    .map(|f| f.url.as_str())
+                    .filter(|u| !facts.https_only || u.starts_with("https://"))
+                    .collect(),
+            };
+            return (
+                respond::apt_list(&snap, project, &d, &fallbacks, ip, &geo),
+                M::Mirrorlist,
+            );
+        }
         let d = select::select(&facts, &snap);
         if let Some(kind) = checksum {
             let r = respond::checksum(d.file.as_ref(), kind);

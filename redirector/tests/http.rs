@@ -241,6 +241,25 @@ async fn get(r: &Running, path: &str, headers: &[(&str, &str)]) -> reqwest::Resp
     req.send().await.unwrap()
 }
 
+/// `m` down for every scheme and family.
+fn down(m: &str) -> MirrorHealth {
+    MirrorHealth {
+        mirror: m.into(),
+        entries: [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .flat_map(|f| {
+                [ProbeScheme::Http, ProbeScheme::Https].map(|s| HealthState {
+                    scheme: s,
+                    family: f,
+                    up: false,
+                    reason: "ConnectRefused".into(),
+                    since: 1,
+                })
+            })
+            .collect(),
+    }
+}
+
 fn location(resp: &reqwest::Response) -> String {
     resp.headers()
         .get("location")
@@ -376,21 +395,6 @@ async fn redirects_answers_and_stats() {
 
     // A mirror going down stops receiving redirects within about a second.
     let writer = StateWriter::new(r.store.clone());
-    let down = |m: &str| MirrorHealth {
-        mirror: m.into(),
-        entries: [Family::Ipv4, Family::Ipv6]
-            .into_iter()
-            .flat_map(|f| {
-                [ProbeScheme::Http, ProbeScheme::Https].map(|s| HealthState {
-                    scheme: s,
-                    family: f,
-                    up: false,
-                    reason: "ConnectRefused".into(),
-                    since: 1,
-                })
-            })
-            .collect(),
-    };
     let started = Instant::now();
     writer.write_health(&down("lyon")).await.unwrap();
     loop {
@@ -646,6 +650,86 @@ async fn mirrorstats_shows_the_fleet_and_todays_counts() {
         metrics.contains("mirrorfleet_requests_total{outcome=\"mirrorstats\"}"),
         "{metrics}"
     );
+    r.stop.take().unwrap().send(()).unwrap();
+    let _ = (&mut r.done).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
+    let mut r = start().await;
+    let paris = ("x-forwarded-for", "192.0.2.7");
+    let resp = get(&r, "/p/mirrors.list", &[paris]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(resp.headers()["cache-control"], "private, no-cache");
+    let list = resp.text().await.unwrap();
+    let lines: Vec<&str> = list.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"https://lyon.example/p/\tpriority:1"),
+        "{list}"
+    );
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(
+        lines.contains(&"http://plain.example/p/\tpriority:2")
+            || lines.contains(&"http://plain.example/p/\tpriority:3"),
+        "{list}"
+    );
+    assert!(
+        list.starts_with("# mirrorfleet: mirrors of p for 192.0.2.7 (country FR)"),
+        "{list}"
+    );
+
+    // A client that came over HTTPS gets HTTPS mirrors only.
+    let https = get(
+        &r,
+        "/p/mirrors.list",
+        &[paris, ("x-forwarded-proto", "https")],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(!https.contains("plain.example"), "{https}");
+    assert!(
+        https.contains("https://berlin.example/p/\tpriority:2"),
+        "{https}"
+    );
+
+    // The same list by host routing; a mirror that is down leaves it.
+    let by_host = client()
+        .get(format!("http://{}/mirrors.list", r.addr))
+        .header("host", "get.example.org")
+        .header(paris.0, paris.1)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        by_host.contains("https://lyon.example/p/\tpriority:1"),
+        "{by_host}"
+    );
+    let writer = StateWriter::new(r.store.clone());
+    let started = Instant::now();
+    writer.write_health(&down("lyon")).await.unwrap();
+    loop {
+        let list = get(&r, "/p/mirrors.list", &[paris])
+            .await
+            .text()
+            .await
+            .unwrap();
+        if !list.contains("lyon") {
+            assert!(list.contains("priority:1"), "{list}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "lyon stays listed: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     r.stop.take().unwrap().send(()).unwrap();
     let _ = (&mut r.done).await.unwrap();
 }

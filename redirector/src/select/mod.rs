@@ -220,6 +220,56 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         };
     };
     let mutable = project.classes.is_mutable(file.path);
+    let mut d = decide(
+        facts,
+        snap,
+        project,
+        Need::File {
+            file: &file,
+            mutable,
+        },
+    );
+    d.file = Some(file);
+    d.file_pos = Some(file_pos);
+    d
+}
+
+/// Ranks the mirrors that carry the whole project for `facts`' client (`facts.path` is not
+/// used): enabled, scanned, reachable and healthy for the client, without sub-tree
+/// restrictions — the apt `mirror+` list. The chosen mirror is drawn by weight among the
+/// nearby ones, as for a file, so that lists spread clients the same way redirects do.
+pub fn select_project<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
+    let Some(project) = snap.projects.get(facts.project) else {
+        return Decision {
+            outcome: Outcome::Unavailable,
+            file: None,
+            file_pos: None,
+            choices: vec![],
+            excluded: vec![],
+        };
+    };
+    decide(facts, snap, project, Need::Project)
+}
+
+/// What the mirrors must hold.
+#[derive(Clone, Copy)]
+enum Need<'a, 's> {
+    /// One file of the index (a mutable one in its current version).
+    File {
+        file: &'a FileEntry<'s>,
+        mutable: bool,
+    },
+    /// The whole project.
+    Project,
+}
+
+/// The ranking shared by [`select`] and [`select_project`].
+fn decide<'s>(
+    facts: &Facts<'_>,
+    snap: &'s Snapshot,
+    project: &'s crate::snapshot::Project,
+    need: Need<'_, 's>,
+) -> Decision<'s> {
     let v6 = facts.ip.to_canonical().is_ipv6();
     let g = &facts.geo;
     let project_name = project.state.name.as_str();
@@ -390,10 +440,13 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             }
         };
         if h.has(Hot::PATHS)
-            && !project.carriers[ci]
-                .paths
-                .iter()
-                .any(|p| file.path.starts_with(p.as_str()))
+            && match need {
+                Need::File { file, .. } => !project.carriers[ci]
+                    .paths
+                    .iter()
+                    .any(|p| file.path.starts_with(p.as_str())),
+                Need::Project => true,
+            }
         {
             exclude(mirror, Reason::NotCarried);
             continue;
@@ -408,6 +461,7 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
             .avail
             .as_deref()
             .filter(|_| facts.explain)
+            && let Need::File { file, mutable } = need
         {
             if mutable {
                 if !avail.holds_version(file.id, file.size, file.mtime) {
@@ -443,8 +497,8 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         };
         push(ci, h, tier, https, weight);
     }
-    let holds = |c: &Cand| {
-        project.carriers[c.carrier as usize]
+    let holds = |c: &Cand| match need {
+        Need::File { file, mutable } => project.carriers[c.carrier as usize]
             .avail
             .as_deref()
             .is_some_and(|a| {
@@ -453,12 +507,11 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
                 } else {
                     a.present.contains(file.id)
                 }
-            })
+            }),
+        Need::Project => true,
     };
     let Some((nearby, total)) = rank(facts, cands, best, &holds) else {
-        let mut d = fallback(facts, snap, Some(file), vec![], excluded);
-        d.file_pos = Some(file_pos);
-        return d;
+        return fallback(facts, snap, None, vec![], excluded);
     };
     let origin = g.point.filter(|_| facts.explain);
     let choices = cands
@@ -477,8 +530,8 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         .collect();
     Decision {
         outcome: Outcome::Mirror,
-        file: Some(file),
-        file_pos: Some(file_pos),
+        file: None,
+        file_pos: None,
         choices,
         excluded,
     }
