@@ -25,6 +25,8 @@ pub enum Outcome {
     Metalink,
     /// `?mirrorstats` page.
     Mirrorstats,
+    /// 304: the client's copy is current (`If-Modified-Since`).
+    NotModified,
     /// 404.
     NotFound,
     /// 503.
@@ -35,7 +37,7 @@ pub enum Outcome {
     Admin,
 }
 
-const OUTCOMES: [(Outcome, &str); 11] = [
+const OUTCOMES: [(Outcome, &str); 12] = [
     (Outcome::Redirect, "redirect"),
     (Outcome::Fallback, "fallback"),
     (Outcome::Json, "json"),
@@ -43,6 +45,7 @@ const OUTCOMES: [(Outcome, &str); 11] = [
     (Outcome::Checksum, "checksum"),
     (Outcome::Metalink, "metalink"),
     (Outcome::Mirrorstats, "mirrorstats"),
+    (Outcome::NotModified, "not_modified"),
     (Outcome::NotFound, "not_found"),
     (Outcome::Unavailable, "unavailable"),
     (Outcome::BadRequest, "bad_request"),

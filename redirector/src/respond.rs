@@ -238,6 +238,23 @@ pub fn redirect(
 static DIGEST: HeaderName = HeaderName::from_static("digest");
 static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 
+/// `304 Not Modified` with the file's `Last-Modified`.
+pub fn not_modified(mtime: i64) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    if let Some(v) = http_date(mtime) {
+        r.headers_mut().insert(header::LAST_MODIFIED, v);
+    }
+    r
+}
+
+fn http_date(unix_secs: i64) -> Option<HeaderValue> {
+    let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(
+        u64::try_from(unix_secs).ok()?,
+    ))?;
+    HeaderValue::from_str(&httpdate::fmt_http_date(t)).ok()
+}
+
 /// `?sha256` and friends: `<hex>  <name>` as `sha256sum` prints it.
 pub fn checksum(file: Option<&FileEntry<'_>>, kind: HashKind) -> Response<Body> {
     match file.and_then(|f| f.digest(kind).map(|d| (f, d))) {

@@ -205,6 +205,17 @@ fn suffix_form<'p>(snap: &Snapshot, project: usize, rel: &'p str) -> Option<(&'p
     (index.position(rel).is_none() && index.position(file).is_some()).then_some((file, form))
 }
 
+/// The `If-Modified-Since` date in Unix seconds (any of the three HTTP date formats);
+/// ignored, as RFC 9110 says, when `If-None-Match` is present or the date does not parse.
+fn if_modified_since(headers: &hyper::HeaderMap) -> Option<i64> {
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return None;
+    }
+    let v = headers.get(header::IF_MODIFIED_SINCE)?.to_str().ok()?;
+    let t = httpdate::parse_http_date(v).ok()?;
+    i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
+}
+
 fn query_has(query: &str, key: &str) -> bool {
     query.split('&').any(|kv| kv.split('=').next() == Some(key))
 }
@@ -399,6 +410,14 @@ impl App {
                 M::NotFound
             };
             return (r, m);
+        }
+        // RFC 9110 §13.1.3: a copy at least as new as the index's needs no download.
+        if let Some(file) = &d.file
+            && file.mtime > 0
+            && let Some(since) = if_modified_since(headers)
+            && file.mtime <= since
+        {
+            return (respond::not_modified(file.mtime), M::NotModified);
         }
         if wants_json && d.outcome != Outcome::NotFound {
             let fb = match d.outcome {

@@ -733,3 +733,46 @@ async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
     r.stop.take().unwrap().send(()).unwrap();
     let _ = (&mut r.done).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_modified_since_spares_a_download() {
+    let mut r = start().await;
+    let file = "/p/pool/a%20b.deb"; // mtime 1970-01-01T00:00:01Z in the index
+    let current = get(
+        &r,
+        file,
+        &[("if-modified-since", "Sun, 22 Nov 2026 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(current.status(), 304);
+    assert_eq!(
+        current.headers()["last-modified"],
+        "Thu, 01 Jan 1970 00:00:01 GMT"
+    );
+    assert!(current.headers().get("location").is_none());
+    // The obsolete RFC 850 form is understood too.
+    let rfc850 = get(
+        &r,
+        file,
+        &[("if-modified-since", "Sunday, 22-Nov-26 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(rfc850.status(), 304);
+    for headers in [
+        &[("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")][..],
+        &[("if-modified-since", "yesterday")][..],
+        &[
+            ("if-modified-since", "Sun, 22 Nov 2026 00:00:00 GMT"),
+            ("if-none-match", "\"x\""),
+        ][..],
+    ] {
+        assert_eq!(get(&r, file, headers).await.status(), 302, "{headers:?}");
+    }
+    let metrics = get(&r, "/metrics", &[]).await.text().await.unwrap();
+    assert!(
+        metrics.contains("mirrorfleet_requests_total{outcome=\"not_modified\"} 2"),
+        "{metrics}"
+    );
+    r.stop.take().unwrap().send(()).unwrap();
+    let _ = (&mut r.done).await.unwrap();
+}
