@@ -27,6 +27,8 @@ pub enum Outcome {
     Mirrorstats,
     /// 304: the client's copy is current (`If-Modified-Since`).
     NotModified,
+    /// A directory listing.
+    Listing,
     /// 404.
     NotFound,
     /// 503.
@@ -37,7 +39,7 @@ pub enum Outcome {
     Admin,
 }
 
-const OUTCOMES: [(Outcome, &str); 12] = [
+const OUTCOMES: [(Outcome, &str); 13] = [
     (Outcome::Redirect, "redirect"),
     (Outcome::Fallback, "fallback"),
     (Outcome::Json, "json"),
@@ -46,6 +48,7 @@ const OUTCOMES: [(Outcome, &str); 12] = [
     (Outcome::Metalink, "metalink"),
     (Outcome::Mirrorstats, "mirrorstats"),
     (Outcome::NotModified, "not_modified"),
+    (Outcome::Listing, "listing"),
     (Outcome::NotFound, "not_found"),
     (Outcome::Unavailable, "unavailable"),
     (Outcome::BadRequest, "bad_request"),

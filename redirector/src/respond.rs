@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
+use mirrorfleet_crds::state::index::DirEntry;
 use mirrorfleet_crds::state::{FileEntry, HashKind};
 use serde_json::json;
 
@@ -371,6 +372,126 @@ pub fn apt_list(
         return unavailable("no mirror and no fallback can serve this project right now");
     }
     private_page(out, "text/plain; charset=utf-8")
+}
+
+/// Most entries shown in one directory listing.
+pub const LISTING_LIMIT: usize = 10_000;
+
+/// A directory listing from the index (HTML, or JSON): sub-directories, then files with size,
+/// modification time and, in JSON, hashes. Names link relative to the page, so a click on a
+/// file comes back here and is redirected to a mirror. `request_path` is the cleaned path
+/// asked for (ending in `/`); `at_root` says whether it is the project's root.
+pub fn listing(
+    request_path: &str,
+    at_root: bool,
+    entries: &[DirEntry<'_>],
+    truncated: bool,
+    as_json: bool,
+) -> Response<Body> {
+    let name_of = |f: &FileEntry<'_>| f.path.rsplit('/').next().unwrap_or(f.path).to_owned();
+    if as_json {
+        let dirs: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| match e {
+                DirEntry::Dir(d) => Some(*d),
+                DirEntry::File(_) => None,
+            })
+            .collect();
+        let files: Vec<serde_json::Value> = entries
+            .iter()
+            .filter_map(|e| match e {
+                DirEntry::File(f) => {
+                    let mut v = file_json(f);
+                    v["name"] = json!(name_of(f));
+                    Some(v)
+                }
+                DirEntry::Dir(_) => None,
+            })
+            .collect();
+        let body = json!({
+            "path": request_path,
+            "directories": dirs,
+            "files": files,
+            "truncated": truncated,
+        });
+        let mut r = private_page(
+            serde_json::to_vec_pretty(&body).unwrap_or_default(),
+            "application/json; charset=utf-8",
+        );
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        return r;
+    }
+    let title = esc(request_path);
+    let mut h = String::with_capacity(1024 + 160 * entries.len());
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Index of {title}</title><style>body{{font-family:sans-serif;margin:2em}}td{{padding:.1em 1em .1em 0}}td.n{{text-align:right}}</style></head><body><h1>Index of {title}</h1><table><tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>"
+    );
+    if !at_root {
+        h.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>");
+    }
+    for e in entries {
+        match e {
+            DirEntry::Dir(d) => {
+                let _ = write!(
+                    h,
+                    "<tr><td><a href=\"{}/\">{}/</a></td><td></td><td></td></tr>",
+                    esc(&encode_path(d)),
+                    esc(d)
+                );
+            }
+            DirEntry::File(f) => {
+                let name = name_of(f);
+                let _ = write!(
+                    h,
+                    "<tr><td><a href=\"{}\">{}</a></td><td class=\"n\">{}</td><td>{}</td></tr>",
+                    esc(&encode_path(&name)),
+                    esc(&name),
+                    f.size,
+                    utc_minute(f.mtime)
+                );
+            }
+        }
+    }
+    h.push_str("</table>");
+    if truncated {
+        let _ = write!(
+            h,
+            "<p>Only the first {LISTING_LIMIT} entries are shown.</p>"
+        );
+    }
+    h.push_str("</body></html>");
+    let mut r = private_page(h, "text/html; charset=utf-8");
+    // The same for every client: shared caches may keep it briefly.
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    r
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC.
+fn utc_minute(unix_secs: i64) -> String {
+    let minutes = unix_secs.rem_euclid(86_400) / 60;
+    format!(
+        "{} {:02}:{:02}",
+        crate::stats::day_string(unix_secs),
+        minutes / 60,
+        minutes % 60
+    )
+}
+
+/// `301` to `location` (a directory asked for without its `/`).
+pub fn moved(location: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 /// The media type of metalink v4 documents (RFC 5854).

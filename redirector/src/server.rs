@@ -350,6 +350,9 @@ impl App {
             sticky: self.config.sticky,
             explain: mirrorlist || wants_json || metalink,
         };
+        if rel.is_empty() || rel.ends_with('/') {
+            return self.directory(&snap, project, &path, rel, wants_json);
+        }
         if rel == APT_LIST && !has_file(&snap, project, rel) {
             // Every qualifying mirror, not only the best few: apt tries them in order.
             let all = Facts {
@@ -430,10 +433,22 @@ impl App {
             );
         }
         match d.outcome {
-            Outcome::NotFound => (
-                respond::text(StatusCode::NOT_FOUND, "not found\n"),
-                M::NotFound,
-            ),
+            Outcome::NotFound => {
+                // A directory asked for without its slash.
+                let dir = format!("{rel}/");
+                if snap.projects[project]
+                    .index
+                    .as_deref()
+                    .is_some_and(|i| i.has_dir(&dir))
+                {
+                    let to = format!("{}/", encode_path(&path));
+                    return (respond::moved(&to), M::Listing);
+                }
+                (
+                    respond::text(StatusCode::NOT_FOUND, "not found\n"),
+                    M::NotFound,
+                )
+            }
             Outcome::Unavailable => (
                 respond::unavailable("no mirror and no fallback can serve this file right now"),
                 M::Unavailable,
@@ -485,6 +500,36 @@ impl App {
                 )
             }
         }
+    }
+}
+
+impl App {
+    /// A directory of a project (`rel` empty or ending in `/`), listed from its index.
+    fn directory(
+        &self,
+        snap: &Snapshot,
+        project: usize,
+        path: &str,
+        rel: &str,
+        wants_json: bool,
+    ) -> (Response<Body>, M) {
+        let Some(index) = snap.projects.get(project).and_then(|p| p.index.as_deref()) else {
+            return (
+                respond::unavailable("this project's file index is not loaded yet"),
+                M::Unavailable,
+            );
+        };
+        if !rel.is_empty() && !index.has_dir(rel) {
+            return (
+                respond::text(StatusCode::NOT_FOUND, "not found\n"),
+                M::NotFound,
+            );
+        }
+        let (entries, truncated) = index.dir_entries(rel, respond::LISTING_LIMIT);
+        (
+            respond::listing(path, rel.is_empty(), &entries, truncated, wants_json),
+            M::Listing,
+        )
     }
 }
 

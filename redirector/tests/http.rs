@@ -776,3 +776,58 @@ async fn if_modified_since_spares_a_download() {
     r.stop.take().unwrap().send(()).unwrap();
     let _ = (&mut r.done).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_are_listed_from_the_index() {
+    let mut r = start().await;
+    let root = get(&r, "/p/", &[]).await;
+    assert_eq!(root.status(), 200);
+    assert_eq!(root.headers()["content-type"], "text/html; charset=utf-8");
+    let root = root.text().await.unwrap();
+    assert!(root.contains("<title>Index of /p/</title>"), "{root}");
+    assert!(root.contains("<a href=\"pool/\">pool/</a>"), "{root}");
+    assert!(
+        !root.contains("../"),
+        "no parent above the project root: {root}"
+    );
+
+    let pool = get(&r, "/p/pool/", &[]).await.text().await.unwrap();
+    assert!(pool.contains("<a href=\"../\">../</a>"), "{pool}");
+    assert!(
+        pool.contains(
+            "<a href=\"a%20b.deb\">a b.deb</a></td><td class=\"n\">3</td><td>1970-01-01 00:00</td>"
+        ),
+        "{pool}"
+    );
+    assert!(pool.contains(">only-origin.deb</a>"), "{pool}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&get(&r, "/p/pool/?json", &[]).await.bytes().await.unwrap())
+            .unwrap();
+    assert_eq!(json["path"], "/p/pool/");
+    assert_eq!(json["files"][0]["name"], "a b.deb");
+    assert_eq!(json["files"][0]["size"], 3);
+    assert_eq!(json["files"][0]["sha256"], "ab".repeat(32));
+    assert_eq!(json["files"].as_array().unwrap().len(), 2);
+    assert_eq!(json["truncated"], false);
+
+    // A directory without its slash is sent to it; unknown ones are 404.
+    let bare = get(&r, "/p/pool", &[]).await;
+    assert_eq!(bare.status(), 301);
+    assert_eq!(location(&bare), "/p/pool/");
+    assert_eq!(get(&r, "/p/nothing/", &[]).await.status(), 404);
+    assert_eq!(get(&r, "/p/pool/a%20b.deb/", &[]).await.status(), 404);
+    // Host-routed projects list from `/`.
+    let by_host = client()
+        .get(format!("http://{}/", r.addr))
+        .header("host", "get.example.org")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(by_host.contains("<a href=\"pool/\">pool/</a>"), "{by_host}");
+    r.stop.take().unwrap().send(()).unwrap();
+    let _ = (&mut r.done).await.unwrap();
+}

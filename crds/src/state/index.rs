@@ -62,6 +62,15 @@ impl<'a> FileEntry<'a> {
     }
 }
 
+/// An entry of a directory listing ([`FileIndex::dir_entries`]).
+#[derive(Debug, Clone)]
+pub enum DirEntry<'a> {
+    /// A sub-directory, by name.
+    Dir(&'a str),
+    /// A file.
+    File(FileEntry<'a>),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slot {
     id: u32,
@@ -236,6 +245,50 @@ impl FileIndex {
     /// The file at `position` (in path order).
     pub fn get(&self, position: usize) -> Option<FileEntry<'_>> {
         (position < self.slots.len()).then(|| self.entry(position))
+    }
+
+    /// The entries directly inside directory `dir` (`""` for the root, else a path ending in
+    /// `/`), in path order: sub-directories by name, files whole; at most `limit` of them, and
+    /// whether more were left out. A sub-directory costs one binary search to step over, not a
+    /// walk through its files.
+    pub fn dir_entries(&self, dir: &str, limit: usize) -> (Vec<DirEntry<'_>>, bool) {
+        let mut out = Vec::new();
+        let mut i = self.slots.partition_point(|s| self.path_of(s) < dir);
+        while i < self.slots.len() {
+            let path = self.path_of(&self.slots[i]);
+            let Some(rest) = path.strip_prefix(dir) else {
+                break;
+            };
+            if out.len() == limit {
+                return (out, true);
+            }
+            match rest.find('/') {
+                Some(slash) => {
+                    let name = &rest[..slash];
+                    out.push(DirEntry::Dir(name));
+                    // Past every path under `dir/name/`: the next one is not below `dir/name0`
+                    // ('0' follows '/').
+                    let end = &path[..dir.len() + slash];
+                    i += self.slots[i..].partition_point(|s| {
+                        let p = self.path_of(s);
+                        p.starts_with(end) && p.as_bytes().get(end.len()) == Some(&b'/')
+                    });
+                }
+                None => {
+                    out.push(DirEntry::File(self.entry(i)));
+                    i += 1;
+                }
+            }
+        }
+        (out, false)
+    }
+
+    /// Whether some file lies under directory `dir` (a path ending in `/`).
+    pub fn has_dir(&self, dir: &str) -> bool {
+        let i = self.slots.partition_point(|s| self.path_of(s) < dir);
+        self.slots
+            .get(i)
+            .is_some_and(|s| self.path_of(s).starts_with(dir))
     }
 
     /// Every file, in path order.

@@ -306,3 +306,62 @@ fn every_path_is_found_at_its_position_by_the_hash_table() {
     }
     assert_eq!(FileIndex::default().position("a"), None);
 }
+
+#[test]
+fn directory_listings_step_over_sub_trees() {
+    let paths = [
+        "README",
+        "dists/stable/Release",
+        "dists/stable/main/binary-amd64/Packages",
+        "dists/testing/Release",
+        "pool/a.deb",
+        "pool/main.deb",
+        "pool/main/x/x.deb",
+        "pool/main/y.deb",
+        "pool/main0.deb",
+        "pool/main.d/z.deb",
+    ];
+    let records = paths
+        .iter()
+        .map(|p| FileRecord {
+            path: (*p).into(),
+            size: 1,
+            mtime: 0,
+            digests: vec![None],
+        })
+        .collect();
+    let index = FileIndex::build("p", "s", &[HashKind::Sha256], records, None);
+    let names = |dir: &str, limit: usize| -> (Vec<String>, bool) {
+        let (entries, more) = index.dir_entries(dir, limit);
+        let names = entries
+            .into_iter()
+            .map(|e| match e {
+                index::DirEntry::Dir(d) => format!("{d}/"),
+                index::DirEntry::File(f) => f.path.rsplit('/').next().unwrap().to_owned(),
+            })
+            .collect();
+        (names, more)
+    };
+    assert_eq!(
+        names("", 100),
+        (
+            vec!["README".into(), "dists/".into(), "pool/".into()],
+            false
+        )
+    );
+    assert_eq!(
+        names("pool/", 100).0,
+        ["a.deb", "main.d/", "main.deb", "main/", "main0.deb"]
+    );
+    assert_eq!(names("pool/main/", 100).0, ["x/", "y.deb"]);
+    assert_eq!(names("dists/", 100).0, ["stable/", "testing/"]);
+    assert_eq!(
+        names("pool/", 2),
+        (vec!["a.deb".into(), "main.d/".into()], true)
+    );
+    assert!(names("nothing/", 100).0.is_empty());
+    assert!(index.has_dir("pool/main/"));
+    assert!(index.has_dir("dists/stable/main/"));
+    assert!(!index.has_dir("pool/mai/"));
+    assert!(!index.has_dir("README/"));
+}
