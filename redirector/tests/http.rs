@@ -124,6 +124,16 @@ struct Running {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
+impl Running {
+    /// Stops the server (draining and flushing stats) and returns its state.
+    async fn stop(&mut self) -> Arc<mirrorfleet_redirector::server::App> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.done).await.unwrap()
+    }
+}
+
 async fn start() -> Running {
     let state = tempfile::tempdir().unwrap();
     let geo_dir = tempfile::tempdir().unwrap();
@@ -415,8 +425,7 @@ async fn redirects_answers_and_stats() {
     );
 
     // Shutdown flushes the stats.
-    r.stop.take().unwrap().send(()).unwrap();
-    let app = (&mut r.done).await.unwrap();
+    let app = r.stop().await;
     assert!(
         app.metrics
             .requests(mirrorfleet_redirector::metrics::Outcome::Redirect)
@@ -577,8 +586,7 @@ async fn metalinks_and_checksum_file_names() {
         metrics.contains("mirrorfleet_requests_total{outcome=\"metalink\"} 5"),
         "{metrics}"
     );
-    r.stop.take().unwrap().send(()).unwrap();
-    let _ = (&mut r.done).await.unwrap();
+    r.stop().await;
     // Metalinks are not downloads: only the one redirect above was counted.
     let totals = r.store.read_stats(&stats::total_key()).await.unwrap();
     assert_eq!(totals.get("redirects").copied(), Some(1), "{totals:?}");
@@ -650,8 +658,7 @@ async fn mirrorstats_shows_the_fleet_and_todays_counts() {
         metrics.contains("mirrorfleet_requests_total{outcome=\"mirrorstats\"}"),
         "{metrics}"
     );
-    r.stop.take().unwrap().send(()).unwrap();
-    let _ = (&mut r.done).await.unwrap();
+    r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -730,8 +737,7 @@ async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    r.stop.take().unwrap().send(()).unwrap();
-    let _ = (&mut r.done).await.unwrap();
+    r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,8 +779,7 @@ async fn if_modified_since_spares_a_download() {
         metrics.contains("mirrorfleet_requests_total{outcome=\"not_modified\"} 2"),
         "{metrics}"
     );
-    r.stop.take().unwrap().send(()).unwrap();
-    let _ = (&mut r.done).await.unwrap();
+    r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,6 +833,5 @@ async fn directories_are_listed_from_the_index() {
         .await
         .unwrap();
     assert!(by_host.contains("<a href=\"pool/\">pool/</a>"), "{by_host}");
-    r.stop.take().unwrap().send(()).unwrap();
-    let _ = (&mut r.done).await.unwrap();
+    r.stop().await;
 }

@@ -193,16 +193,23 @@ pub struct Decision<'s> {
     pub excluded: Vec<(usize, Reason)>,
 }
 
-/// Decides where `facts` goes.
-pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
-    let Some(project) = snap.projects.get(facts.project) else {
-        return Decision {
-            outcome: Outcome::Unavailable,
+impl Decision<'_> {
+    /// An answer without file, choices or reasons.
+    fn empty(outcome: Outcome) -> Self {
+        Decision {
+            outcome,
             file: None,
             file_pos: None,
             choices: vec![],
             excluded: vec![],
-        };
+        }
+    }
+}
+
+/// Decides where `facts` goes.
+pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
+    let Some(project) = snap.projects.get(facts.project) else {
+        return Decision::empty(Outcome::Unavailable);
     };
     let Some(index) = project.index.as_deref() else {
         return fallback(facts, snap, None, vec![], vec![]);
@@ -211,13 +218,7 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         .position(facts.path)
         .and_then(|p| Some((p, index.get(p)?)))
     else {
-        return Decision {
-            outcome: Outcome::NotFound,
-            file: None,
-            file_pos: None,
-            choices: vec![],
-            excluded: vec![],
-        };
+        return Decision::empty(Outcome::NotFound);
     };
     let mutable = project.classes.is_mutable(file.path);
     let mut d = decide(
@@ -240,13 +241,7 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
 /// nearby ones, as for a file, so that lists spread clients the same way redirects do.
 pub fn select_project<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
     let Some(project) = snap.projects.get(facts.project) else {
-        return Decision {
-            outcome: Outcome::Unavailable,
-            file: None,
-            file_pos: None,
-            choices: vec![],
-            excluded: vec![],
-        };
+        return Decision::empty(Outcome::Unavailable);
     };
     decide(facts, snap, project, Need::Project)
 }
