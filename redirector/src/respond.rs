@@ -478,7 +478,7 @@ fn utc_minute(unix_secs: i64) -> String {
     let minutes = unix_secs.rem_euclid(86_400) / 60;
     format!(
         "{} {:02}:{:02}",
-        crate::stats::day_string(unix_secs),
+        mirrorfleet_crds::state::stats::day_string(unix_secs),
         minutes / 60,
         minutes % 60
     )

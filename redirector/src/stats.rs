@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use arc_swap::ArcSwap;
 
-use mirrorfleet_crds::state::stats::{StatsBatch, day_key, total_key};
+use mirrorfleet_crds::state::stats::{StatsBatch, day_key, day_string, total_key};
 use mirrorfleet_store::Store;
 use tokio::sync::oneshot;
 
@@ -441,12 +441,6 @@ async fn read_back<S: Store>(store: &S, previous: &FleetCounts) -> FleetCounts {
     }
 }
 
-/// The UTC day of a Unix time, as `YYYY-MM-DD`.
-pub fn day_string(unix_secs: i64) -> String {
-    let (y, m, d) = civil(unix_secs.div_euclid(86_400));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 async fn flush<S: Store>(store: &S, batch: &mut StatsBatch, metrics: &Metrics) {
     if batch.is_empty() {
         return;
@@ -458,20 +452,6 @@ async fn flush<S: Store>(store: &S, batch: &mut StatsBatch, metrics: &Metrics) {
             tracing::warn!(error = %mirrorfleet_store::error_chain(&e), counters = batch.len(), "stats flush failed; keeping them for the next one");
         }
     }
-}
-
-/// Civil date of a day number (days since 1970-01-01).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
@@ -625,12 +605,5 @@ mod tests {
         let dropped = metrics.stats_dropped.load(Ordering::Relaxed);
         assert_eq!(dropped + p.downloads(), (MAX_PENDING + 1000) as u64);
         assert!(dropped >= 1000);
-    }
-
-    #[test]
-    fn days() {
-        assert_eq!(super::civil(1_795_309_323 / 86_400), (2026, 11, 22));
-        assert_eq!(super::civil(0), (1970, 1, 1));
-        assert_eq!(super::civil(11_016), (2000, 2, 29));
     }
 }

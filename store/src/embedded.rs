@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mirrorfleet_crds::state::ChangeEvent;
-use mirrorfleet_crds::state::stats::StatsBatch;
+use mirrorfleet_crds::state::stats::{self, StatsBatch};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{Commit, Error, Manifest, Result, Store, StoreEvent, Versioned};
@@ -86,6 +86,7 @@ impl EmbeddedStore {
                 .map_err(io("truncating a torn record", &path))?;
         }
         inner.log_bytes = good;
+        inner.drop_expired_stats();
         let (events, _) = broadcast::channel(4096);
         Ok(EmbeddedStore {
             inner: Arc::new(Mutex::new(inner)),
@@ -226,6 +227,21 @@ impl Inner {
         self.append(rec)
     }
 
+    /// Forgets per-day stats older than the retention (Redis expires them; this store drops
+    /// them when it opens and when it compacts, so the log does not grow with every day).
+    fn drop_expired_stats(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let oldest = stats::oldest_day_kept(now);
+        let before = self.stats.len();
+        self.stats
+            .retain(|key, _| stats::day_of_key(key).is_none_or(|day| day >= oldest.as_str()));
+        if self.stats.len() < before {
+            tracing::info!(keys = before - self.stats.len(), oldest_kept = %oldest, "dropped expired per-day stats");
+        }
+    }
+
     /// The counters of stats key `key` (allocating the key only when it is new).
     fn stat_fields(&mut self, key: &str) -> std::result::Result<&mut HashMap<String, u64>, String> {
         if !self.stats.contains_key(key) {
@@ -309,6 +325,7 @@ impl Inner {
             put_u64(&mut rec, 0);
             records.push(rec);
         }
+        self.drop_expired_stats();
         records.push(stats_record(self.stats.iter()));
         let mut total = 0u64;
         for payload in records {

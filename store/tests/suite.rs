@@ -510,3 +510,49 @@ async fn embedded_store_reads_stats_records_of_the_older_format() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(store.read_stats(&key).await.unwrap()["pool/a.deb"], 6);
 }
+
+#[tokio::test]
+async fn embedded_store_forgets_per_day_stats_past_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let today = stats::day_string(now);
+    let old = stats::day_string(now - 401 * 86_400);
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut batch = StatsBatch::default();
+        batch.count(&today, "debian", "pool/a.deb", "a", None, 10);
+        batch.count(&old, "debian", "pool/a.deb", "a", None, 10);
+        store.add_stats(&batch).await.unwrap();
+        assert_eq!(
+            store
+                .read_stats(&stats::day_key(&old, "mirror"))
+                .await
+                .unwrap()["a"],
+            1
+        );
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(
+        store
+            .read_stats(&stats::day_key(&old, "mirror"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a day past the retention is gone after a restart"
+    );
+    assert_eq!(
+        store
+            .read_stats(&stats::day_key(&today, "mirror"))
+            .await
+            .unwrap()["a"],
+        1
+    );
+    assert_eq!(
+        store.read_stats(&stats::total_key()).await.unwrap()["redirects"],
+        2,
+        "totals are kept"
+    );
+}

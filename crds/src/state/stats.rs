@@ -26,6 +26,39 @@ pub fn day_key(day: &str, dimension: &str) -> String {
     format!("{PREFIX}stats:day:{day}:{dimension}")
 }
 
+/// The UTC day of a Unix time, as `YYYY-MM-DD`.
+pub fn day_string(unix_secs: i64) -> String {
+    let (y, m, d) = civil(unix_secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Civil date of a day number (days since 1970-01-01).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The day (`YYYY-MM-DD`) of a per-day key, `None` for other keys.
+pub fn day_of_key(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(PREFIX)?.strip_prefix("stats:day:")?;
+    rest.get(..10)
+        .filter(|d| d.as_bytes().get(4) == Some(&b'-'))
+}
+
+/// The oldest day whose per-day keys are kept at `now` (Unix seconds): keys of earlier days
+/// are dropped by stores that do not expire keys themselves. ISO days compare as strings.
+pub fn oldest_day_kept(now: i64) -> String {
+    day_string(now - (DAY_RETENTION_DAYS as i64 - 1) * 86_400)
+}
+
 /// Counters to add, grouped by key then field. Fields are hashed, not ordered: a flush adds
 /// tens of thousands of file paths to one key, and a hash map takes them several times
 /// faster than an ordered map.

@@ -365,3 +365,21 @@ fn directory_listings_step_over_sub_trees() {
     assert!(!index.has_dir("pool/mai/"));
     assert!(!index.has_dir("README/"));
 }
+
+#[test]
+fn days_and_their_keys() {
+    assert_eq!(stats::day_string(1_795_309_323), "2026-11-22");
+    assert_eq!(stats::day_string(0), "1970-01-01");
+    assert_eq!(stats::day_string(11_016 * 86_400), "2000-02-29");
+    assert_eq!(stats::day_string(-1), "1969-12-31");
+    let key = stats::day_key("2026-11-22", "file:debian");
+    assert_eq!(stats::day_of_key(&key), Some("2026-11-22"));
+    assert_eq!(stats::day_of_key(&stats::total_key()), None);
+    // 400 days are kept: today and the 399 before.
+    let now = 1_795_309_323;
+    assert_eq!(
+        stats::oldest_day_kept(now),
+        stats::day_string(now - 399 * 86_400)
+    );
+    assert_eq!(stats::oldest_day_kept(now), "2025-10-19");
+}
