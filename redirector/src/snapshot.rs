@@ -455,11 +455,16 @@ impl Snapshot {
     /// Finds the project for a request: by host name first, then by the longest path prefix.
     /// Returns the project and the path relative to its root.
     pub fn route<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(usize, &'p str)> {
-        if let Some(i) = host
-            .filter(|_| !self.hosts.is_empty())
-            .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
-            .and_then(|h| self.hosts.get(&h))
-        {
+        let project_of = |h: &str| {
+            let name = h.split(':').next().unwrap_or(h);
+            // Host names are compared in lower case; most clients send them so (no copy then).
+            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.hosts.get(&name.to_ascii_lowercase())
+            } else {
+                self.hosts.get(name)
+            }
+        };
+        if let Some(i) = host.filter(|_| !self.hosts.is_empty()).and_then(project_of) {
             return Some((*i, path.trim_start_matches('/')));
         }
         self.prefixes

@@ -822,10 +822,10 @@ async fn directories_are_listed_from_the_index() {
     assert_eq!(location(&bare), "/p/pool/");
     assert_eq!(get(&r, "/p/nothing/", &[]).await.status(), 404);
     assert_eq!(get(&r, "/p/pool/a%20b.deb/", &[]).await.status(), 404);
-    // Host-routed projects list from `/`.
+    // Host-routed projects list from `/` (host names in any case, with a port).
     let by_host = client()
         .get(format!("http://{}/", r.addr))
-        .header("host", "get.example.org")
+        .header("host", "Get.Example.ORG:80")
         .send()
         .await
         .unwrap()
