@@ -34,4 +34,4 @@ BUILD_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev ca-certificates
 
 # What the test suite starts for real on loopback ports (later issues use all of them).
 TEST_PACKAGES=(redis-server redis-sentinel redis-tools rsync vsftpd mosquitto mosquitto-clients
-  nginx-light wrk aria2 curl location libloc-database iso-codes tzdata)
+  nginx-light wrk aria2 curl openssl apt location libloc-database iso-codes tzdata)

@@ -249,3 +249,113 @@ fn standalone_indexes_scans_and_redirects() {
     assert!(up.is_ok(), "back in rotation once it answers: {up:?}");
     assert_eq!(missing.map(|(s, _)| s), Some(404));
 }
+
+/// HTTPS mirrors are probed with the system's trust store (here `SSL_CERT_FILE`, as on any
+/// Linux host): one whose certificate chains to a trusted CA serves; one signed by an unknown
+/// CA is down with a TLS reason, shown by `?mirrorstats`, and gets no traffic.
+#[test]
+fn https_mirrors_are_probed_against_the_trust_store() {
+    let root = world_readable_tempdir();
+    let t = 1_795_309_320;
+    write_tree(&root.path().join("source"), &[("pool/a.deb", b"aaaa", t)]);
+    write_tree(&root.path().join("mirror"), &[("pool/a.deb", b"aaaa", t)]);
+    let daemon = rsync_daemon(&[("mirror", &root.path().join("mirror"))]);
+    let trusted_tls = tls_for_loopback("mirrorfleet test CA");
+    let unknown_tls = tls_for_loopback("some other CA");
+    let trusted = nginx_tls(&root.path().join("mirror"), &trusted_tls);
+    let unknown = nginx_tls(&root.path().join("mirror"), &unknown_tls);
+    let mirror = |name: &str, port: u16| {
+        format!(
+            "---\napiVersion: mirrorfleet.io/v1alpha1\nkind: Mirror\nmetadata:\n  name: {name}\nspec:\n  sponsorRef: s\n  addressFamilies: [ipv4]\n  healthCheck:\n    intervalSeconds: 1\n    timeoutSeconds: 1\n  projects:\n    - project: demo\n      https: https://127.0.0.1:{port}/\n      rsync: rsync://127.0.0.1:{rsync}/mirror/\n",
+            rsync = daemon.port
+        )
+    };
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manifests.path().join("fleet.yaml"),
+        format!(
+            "apiVersion: mirrorfleet.io/v1alpha1\nkind: Project\nmetadata:\n  name: demo\nspec:\n  routing:\n    pathPrefix: /demo/\n  source:\n    local: {src}\n\
+             ---\napiVersion: mirrorfleet.io/v1alpha1\nkind: Sponsor\nmetadata:\n  name: s\nspec:\n  displayName: S\n{}{}",
+            mirror("trusted", trusted.port),
+            mirror("unknown", unknown.port),
+            src = root.path().join("source").display(),
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorfleet"))
+        .args([
+            "standalone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--manifests",
+        ])
+        .arg(manifests.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("SSL_CERT_FILE", &trusted_tls.ca)
+        .env_remove("SSL_CERT_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    // Both mirrors probed (one up, one down) and scanned: the stats page says so.
+    let start = Instant::now();
+    let (mut page, mut last) = (None, String::new());
+    while start.elapsed() < Duration::from_secs(30) {
+        let fleet = get("/?mirrorstats&json").unwrap_or_default();
+        last.clone_from(&fleet);
+        let body: serde_json::Value = fleet
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or_default();
+        let probed = |name: &str, up: bool| {
+            body["mirrors"].as_array().is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["name"] == name && m["health"][0]["up"] == up)
+            })
+        };
+        let ready = get("/demo/pool/a.deb").is_some_and(|r| r.starts_with("HTTP/1.1 302"));
+        if probed("trusted", true) && probed("unknown", false) && ready {
+            page = Some(fleet);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let redirects: Vec<String> = (0..20)
+        .filter_map(|_| get("/demo/pool/a.deb"))
+        .filter_map(|r| {
+            r.lines()
+                .find_map(|l| l.strip_prefix("location: "))
+                .map(str::to_owned)
+        })
+        .collect();
+    let want = format!("https://127.0.0.1:{}/pool/a.deb", trusted.port);
+    drop(trusted);
+    drop(unknown);
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some(page) = page else {
+        panic!("the trusted mirror up and the unknown one down within 30 s; last page: {last}");
+    };
+    assert!(page.contains("TlsFailed"), "the reason names TLS: {page}");
+    assert_eq!(redirects.len(), 20);
+    assert!(
+        redirects.iter().all(|l| *l == want),
+        "every download goes to the trusted mirror: {redirects:?}"
+    );
+}

@@ -123,12 +123,118 @@ pub fn nginx(root: &Path) -> Server {
 
 /// [`nginx`] on a given port (to bring a "mirror" back where it was).
 pub fn nginx_on(root: &Path, port: u16) -> Server {
+    nginx_with(root, port, None)
+}
+
+/// [`nginx`] over HTTPS with `tls`'s certificate.
+pub fn nginx_tls(root: &Path, tls: &Tls) -> Server {
+    nginx_with(root, free_port(), Some(tls))
+}
+
+/// A certificate authority of its own and a certificate for `127.0.0.1` that it signed, made
+/// with the openssl command (EC P-256, valid for two days).
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn tls_for_loopback(ca_name: &str) -> Tls {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f);
+    let openssl = |args: &[&str]| {
+        let out = Command::new(find("openssl"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subject = format!("/CN={ca_name}");
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subject,
+            ],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    Tls {
+        ca: p("ca.pem"),
+        cert: p("server.pem"),
+        key: p("server.key"),
+        _dir: dir,
+    }
+}
+
+fn nginx_with(root: &Path, port: u16, tls: Option<&Tls>) -> Server {
+    let listen = match tls {
+        Some(t) => format!(
+            "listen 127.0.0.1:{port} ssl; ssl_certificate {}; ssl_certificate_key {};",
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => format!("listen 127.0.0.1:{port};"),
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let conf = format!(
         "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-         server {{ listen 127.0.0.1:{port}; root {root}; location / {{ autoindex on; }} }}\n}}\n",
+         server {{ {listen} root {root}; location / {{ autoindex on; }} }}\n}}\n",
         root = root.display()
     );
     let conf_path = dir.path().join("nginx.conf");
