@@ -12,6 +12,49 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// `mirrorfleet standalone` on `127.0.0.1:port` with these manifests, state and environment.
+fn standalone(
+    manifests: &std::path::Path,
+    state: &std::path::Path,
+    port: u16,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mirrorfleet"))
+        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--manifests")
+        .arg(manifests)
+        .arg("--state-dir")
+        .arg(state)
+        .env_remove("SSL_CERT_DIR")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// One `GET` over a fresh connection: the whole raw answer, or `None` if none came.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn location_of(answer: &str) -> Option<String> {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .map(str::to_owned)
+}
+
 fn hex_sha256(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data)
@@ -75,38 +118,11 @@ fn standalone_indexes_scans_and_redirects() {
     .unwrap();
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorfleet"))
-        .args([
-            "standalone",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--manifests",
-        ])
-        .arg(manifests.path())
-        .arg("--state-dir")
-        .arg(state.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = standalone(manifests.path(), state.path(), port, &[]);
     let get = |path: &str| -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
+        let out = http_get(port, path)?;
         let status = out.split(' ').nth(1)?.parse().ok()?;
-        let location = out
-            .lines()
-            .find_map(|l| l.strip_prefix("location: "))
-            .unwrap_or_default()
-            .to_owned();
-        Some((status, location))
+        Some((status, location_of(&out).unwrap_or_default()))
     };
     let mirror_a = format!("http://127.0.0.1:{web_port}/pool/a.deb");
     let origin_a = "https://origin.example/demo/pool/a.deb".to_owned();
@@ -284,35 +300,13 @@ fn https_mirrors_are_probed_against_the_trust_store() {
     .unwrap();
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorfleet"))
-        .args([
-            "standalone",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--manifests",
-        ])
-        .arg(manifests.path())
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("SSL_CERT_FILE", &trusted_tls.ca)
-        .env_remove("SSL_CERT_DIR")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let get = |path: &str| -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    };
+    let mut child = standalone(
+        manifests.path(),
+        state.path(),
+        port,
+        &[("SSL_CERT_FILE", trusted_tls.ca.as_os_str())],
+    );
+    let get = |path: &str| http_get(port, path);
     // Both mirrors probed (one up, one down) and scanned: the stats page says so.
     let start = Instant::now();
     let (mut page, mut last) = (None, String::new());
@@ -338,11 +332,7 @@ fn https_mirrors_are_probed_against_the_trust_store() {
     }
     let redirects: Vec<String> = (0..20)
         .filter_map(|_| get("/demo/pool/a.deb"))
-        .filter_map(|r| {
-            r.lines()
-                .find_map(|l| l.strip_prefix("location: "))
-                .map(str::to_owned)
-        })
+        .filter_map(|r| location_of(&r))
         .collect();
     let want = format!("https://127.0.0.1:{}/pool/a.deb", trusted.port);
     drop(trusted);
