@@ -342,7 +342,10 @@ impl App {
         let facts = Facts {
             project,
             path: rel,
-            https_only: crate::facts::came_over_https(peer, headers, &self.config.trusted_proxies),
+            // `?https=1` asks for HTTPS mirrors only, like Mirrorbits (never the reverse: an
+            // HTTPS client is not sent to plain HTTP).
+            https_only: crate::facts::came_over_https(peer, headers, &self.config.trusted_proxies)
+                || query_value(query, "https") == Some("1"),
             ip,
             geo,
             now: now(),

@@ -702,6 +702,14 @@ async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
         "{https}"
     );
 
+    // `?https=1` asks for the same as an HTTPS client.
+    let forced = get(&r, "/p/mirrors.list?https=1", &[paris])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!forced.contains("plain.example"), "{forced}");
+
     // The same list by host routing; a mirror that is down leaves it.
     let by_host = client()
         .get(format!("http://{}/mirrors.list", r.addr))
