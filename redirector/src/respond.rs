@@ -339,9 +339,10 @@ pub fn json(
     )
 }
 
-/// The apt `mirror+` list (apt-transport-mirror(1)): one base URL per line, in the order of
-/// `d` (the drawn mirror first, then by rank) with explicit priorities, since apt otherwise
-/// picks at random; the fallbacks when no mirror qualifies. Comment lines say for whom.
+/// The apt `mirror+` list (apt-transport-mirror(1)): one base URL per line with explicit
+/// priorities, since apt otherwise picks at random — complete, current copies first, each
+/// class in the order of `d` (the drawn mirror first, then by rank); the fallbacks when no
+/// mirror qualifies. A comment line says for whom.
 pub fn apt_list(
     snap: &Snapshot,
     project: usize,
@@ -362,8 +363,14 @@ pub fn apt_list(
         out,
         "# mirrorfleet: mirrors of {name} for {ip} (country {country}), best first"
     );
+    // Complete, current copies first (apt would take an outdated Release file as it is), the
+    // rank order kept within each class.
+    let mut order: Vec<usize> = (0..d.choices.len()).collect();
+    order.sort_by_key(|&i| completeness(snap, project, &d.choices[i]));
     let mut priority = 0;
-    let bases = (0..d.choices.len()).filter_map(|i| choice_base(snap, project, d, i));
+    let bases = order
+        .into_iter()
+        .filter_map(|i| choice_base(snap, project, d, i));
     for base in bases.chain(fallbacks.iter().copied()) {
         priority += 1;
         let _ = writeln!(out, "{base}\tpriority:{priority}");
@@ -492,6 +499,22 @@ pub fn moved(location: &str) -> Response<Body> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// How complete a mirror's copy of the whole project was at its last scan: 0 when that scan
+/// compared it with the current index and found nothing missing or different, 1 when files
+/// were missing (a partial copy), 2 when files differed or the index has changed since.
+fn completeness(snap: &Snapshot, project: usize, c: &crate::select::Choice) -> u8 {
+    let Some(p) = snap.projects.get(project) else {
+        return 2;
+    };
+    let serial = p.index.as_deref().map(|i| i.serial.as_str());
+    match p.carriers.get(c.carrier).and_then(|c| c.avail.as_deref()) {
+        Some(a) if Some(a.serial.as_str()) == serial && a.counts.mismatched == 0 => {
+            u8::from(a.counts.missing > 0)
+        }
+        _ => 2,
+    }
 }
 
 /// The media type of metalink v4 documents (RFC 5854).

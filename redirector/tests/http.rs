@@ -186,6 +186,7 @@ async fn start() -> Running {
         let mut a = Availability {
             mirror: m.into(),
             project: "p".into(),
+            serial: "s1".into(),
             ..Default::default()
         };
         a.present.insert(a_b);
@@ -702,6 +703,34 @@ async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
         "{https}"
     );
 
+    // A copy that differs from the index (mid-sync) goes after the complete ones.
+    let writer = StateWriter::new(r.store.clone());
+    let mut behind = Availability {
+        mirror: "lyon".into(),
+        project: "p".into(),
+        serial: "s1".into(),
+        ..Default::default()
+    };
+    behind.counts.mismatched = 1;
+    writer.write_availability(&behind).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let list = get(&r, "/p/mirrors.list", &[paris])
+            .await
+            .text()
+            .await
+            .unwrap();
+        // Last of three: the two complete copies come first, drawn and ranked as before.
+        if list.contains("https://lyon.example/p/\tpriority:3") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "lyon is not moved after the complete copies: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     // `?https=1` asks for the same as an HTTPS client.
     let forced = get(&r, "/p/mirrors.list?https=1", &[paris])
         .await
@@ -722,10 +751,9 @@ async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
         .await
         .unwrap();
     assert!(
-        by_host.contains("https://lyon.example/p/\tpriority:1"),
+        by_host.contains("https://lyon.example/p/\tpriority:3"),
         "{by_host}"
     );
-    let writer = StateWriter::new(r.store.clone());
     let started = Instant::now();
     writer.write_health(&down("lyon")).await.unwrap();
     loop {
