@@ -45,6 +45,15 @@ struct Asn {
 }
 
 fn geoip(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    geoip_with(dir, ("FR", 48.85, 2.35))
+}
+
+/// The test databases, with 192.0.2.0/24 placed at (country, latitude, longitude). Files are
+/// written aside and renamed into place, as a database updater does.
+fn geoip_with(
+    dir: &std::path::Path,
+    documentation_net: (&str, f64, f64),
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let city = |cc: &str, cont: &str, lat, lon| City {
         continent: Code { code: cont.into() },
         country: Iso {
@@ -61,7 +70,12 @@ fn geoip(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
         .build();
     w.insert(
         "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
-        &city("FR", "EU", 48.85, 2.35),
+        &city(
+            documentation_net.0,
+            "EU",
+            documentation_net.1,
+            documentation_net.2,
+        ),
     )
     .unwrap();
     w.insert(
@@ -75,7 +89,8 @@ fn geoip(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     )
     .unwrap();
     let city_path = dir.join("city.mmdb");
-    std::fs::write(&city_path, w.to_bytes().unwrap()).unwrap();
+    std::fs::write(dir.join("city.mmdb.new"), w.to_bytes().unwrap()).unwrap();
+    std::fs::rename(dir.join("city.mmdb.new"), &city_path).unwrap();
     let mut a = mmdb_writer::Writer::builder("GeoLite2-ASN")
         .description(&[("en", "test")])
         .build();
@@ -118,10 +133,13 @@ fn mirror(name: &str, cc: &str, lat: f64, lon: f64, http_only: bool) -> MirrorSt
 
 struct Running {
     addr: SocketAddr,
+    /// The same server on `[::1]`.
+    v6_addr: SocketAddr,
     store: EmbeddedStore,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Arc<mirrorfleet_redirector::server::App>>,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    /// (state, GeoIP databases).
+    dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 impl Running {
@@ -196,25 +214,29 @@ async fn start() -> Running {
     let geo = Geo::open(Some(city), Some(asn)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let v6_listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let v6_addr = v6_listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = Config {
-        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
         stats_every: Duration::from_millis(100),
+        geo_every: Duration::from_millis(100),
         ..Config::default()
     };
     let s = store.clone();
     let done = tokio::spawn(async move {
-        server::run(vec![listener], s, geo, config, async {
+        server::run(vec![listener, v6_listener], s, geo, config, async {
             let _ = stopped.await;
         })
         .await
     });
     let running = Running {
         addr,
+        v6_addr,
         store,
         stop: Some(stop),
         done,
-        _dirs: (state, geo_dir),
+        dirs: (state, geo_dir),
     };
     let client = client();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -864,5 +886,53 @@ async fn directories_are_listed_from_the_index() {
         .await
         .unwrap();
     assert!(by_host.contains("<a href=\"pool/\">pool/</a>"), "{by_host}");
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_ipv6_and_geoip_reloads() {
+    let mut r = start().await;
+    let paris = [("x-forwarded-for", "192.0.2.7")];
+    // HTTP/2 over cleartext on the same port.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(format!("http://{}/p/pool/a%20b.deb", r.addr))
+        .header(paris[0].0, paris[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(location(&resp), "https://lyon.example/p/pool/a%20b.deb");
+
+    // The IPv6 listener, with a client behind a trusted IPv6 proxy located over IPv6.
+    for _ in 0..5 {
+        let v6 = client()
+            .get(format!("http://{}/p/pool/a%20b.deb", r.v6_addr))
+            .header("x-forwarded-for", "2001:db8:1::5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(location(&v6), "https://berlin.example/p/pool/a%20b.deb");
+    }
+
+    // A new City database (192.0.2.0/24 now in Berlin) is picked up without a restart.
+    geoip_with(r.dirs.1.path(), ("DE", 52.52, 13.40));
+    let started = Instant::now();
+    loop {
+        let resp = get(&r, "/p/pool/a%20b.deb", &paris).await;
+        if location(&resp) == "https://berlin.example/p/pool/a%20b.deb" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the new database was not picked up: {}",
+            location(&resp)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     r.stop().await;
 }
