@@ -83,11 +83,11 @@ struct World {
     mock: Mock,
     reader: StateReader<RedisStore>,
     mirrors: reflector::store::Writer<Mirror>,
-    _redis: Server,
+    _redis: Redis,
 }
 
 async fn world(mirrors: Vec<Mirror>, sponsors: Vec<Sponsor>) -> World {
-    let redis = redis_server();
+    let redis = Redis::start();
     let store = RedisStore::connect(RedisConfig::new(RedisTarget::Url(format!(
         "redis://127.0.0.1:{}/0",
         redis.port

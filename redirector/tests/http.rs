@@ -131,18 +131,18 @@ fn mirror(name: &str, cc: &str, lat: f64, lon: f64, http_only: bool) -> MirrorSt
     }
 }
 
-struct Running {
+struct Running<S = EmbeddedStore> {
     addr: SocketAddr,
     /// The same server on `[::1]`.
     v6_addr: SocketAddr,
-    store: EmbeddedStore,
+    store: S,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Arc<mirrorfleet_redirector::server::App>>,
     /// (state, GeoIP databases).
     dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
-impl Running {
+impl<S> Running<S> {
     /// Stops the server (draining and flushing stats) and returns its state.
     async fn stop(&mut self) -> Arc<mirrorfleet_redirector::server::App> {
         if let Some(stop) = self.stop.take() {
@@ -154,8 +154,17 @@ impl Running {
 
 async fn start() -> Running {
     let state = tempfile::tempdir().unwrap();
-    let geo_dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(state.path()).unwrap();
+    start_with(store, state, Duration::from_secs(30)).await
+}
+
+/// The test fleet written to `store`, and the server reading it (`state` is kept with it).
+async fn start_with<S: Store + Clone + 'static>(
+    store: S,
+    state: tempfile::TempDir,
+    resync_every: Duration,
+) -> Running<S> {
+    let geo_dir = tempfile::tempdir().unwrap();
     let writer = StateWriter::new(store.clone());
     let fleet = FleetState {
         projects: vec![ProjectState {
@@ -221,6 +230,7 @@ async fn start() -> Running {
         trusted_proxies: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
         stats_every: Duration::from_millis(100),
         geo_every: Duration::from_millis(100),
+        resync_every,
         ..Config::default()
     };
     let s = store.clone();
@@ -266,7 +276,7 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn get(r: &Running, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn get<S>(r: &Running<S>, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = client().get(format!("http://{}{path}", r.addr));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -294,7 +304,7 @@ fn down(m: &str) -> MirrorHealth {
 }
 
 /// The server's `mirrorfleet_requests_total` for `outcome`, from `/metrics`.
-async fn requests_counted(r: &Running, outcome: &str) -> u64 {
+async fn requests_counted<S>(r: &Running<S>, outcome: &str) -> u64 {
     let metrics = get(r, "/metrics", &[]).await.text().await.unwrap();
     let line = format!("mirrorfleet_requests_total{{outcome=\"{outcome}\"}} ");
     metrics
@@ -933,6 +943,54 @@ async fn h2c_ipv6_and_geoip_reloads() {
             location(&resp)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.stop().await;
+}
+
+/// Redis goes away: the redirector keeps answering from its snapshot (and stays ready); Redis
+/// comes back (same port, its data on disk): a change made there reaches the redirector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_through_a_store_outage_and_resyncs() {
+    use mirrorfleet_store::testing::Redis;
+    use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget};
+    let mut redis = Redis::start_with("appendonly yes\nappendfsync always");
+    let connect = |url: String| async move {
+        let mut config = RedisConfig::new(RedisTarget::Url(url));
+        config.retry_for = Duration::from_millis(500);
+        RedisStore::connect(config).await.unwrap()
+    };
+    let store = connect(redis.url()).await;
+    let mut r = start_with(
+        store,
+        tempfile::tempdir().unwrap(),
+        Duration::from_millis(300),
+    )
+    .await;
+    let paris = [("x-forwarded-for", "192.0.2.7")];
+    let lyon = "https://lyon.example/p/pool/a%20b.deb";
+    assert_eq!(location(&get(&r, "/p/pool/a%20b.deb", &paris).await), lyon);
+
+    redis.kill();
+    for _ in 0..10 {
+        assert_eq!(location(&get(&r, "/p/pool/a%20b.deb", &paris).await), lyon);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&r, "/readyz", &[]).await.status(), 200);
+
+    redis.restart();
+    let writer = StateWriter::new(connect(redis.url()).await);
+    writer.write_health(&down("lyon")).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let now = location(&get(&r, "/p/pool/a%20b.deb", &paris).await);
+        if !now.is_empty() && now != lyon {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the change made after Redis came back never arrived: still {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     r.stop().await;
 }

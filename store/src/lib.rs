@@ -19,6 +19,8 @@ mod embedded;
 mod error;
 mod redis;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -11,24 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The path of an installed program (scripts/test installs them all).
-pub fn find(program: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(program);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{program} is not installed: run scripts/test, which installs what the tests need");
-}
+#[allow(unused_imports)]
+pub use mirrorfleet_store::testing::{Redis, find, free_port};
 
 fn wait_for_port(port: u16, what: &str) {
     let start = Instant::now();
@@ -417,28 +401,4 @@ pub fn ftp_hostile(stream: std::net::TcpStream) {
             return;
         }
     }
-}
-
-/// A redis-server on a free loopback port, with no persistence.
-pub fn redis_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(find("redis-server"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--protected-mode", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, "redis-server");
-    Server { port, child, dir }
 }
