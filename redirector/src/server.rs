@@ -407,6 +407,7 @@ impl App {
                 .state
                 .fallbacks
                 .iter()
+                .filter(|f| !facts.https_only || f.url.starts_with("https://"))
                 .map(|f| respond::join(&f.url, &encoded))
                 .collect();
             let r = respond::metalink(&snap, project, &d, rel, &fallbacks);
