@@ -10,6 +10,7 @@ pub mod facts;
 pub mod geo;
 pub mod metrics;
 pub mod mirrorstats;
+pub mod request;
 pub mod respond;
 pub mod select;
 pub mod server;
