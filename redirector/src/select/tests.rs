@@ -652,7 +652,7 @@ fn nearby_limit_matches_the_trigonometric_definition() {
         let want = (theta * 1.5 + 100.0 / 6371.0)
             .min(std::f64::consts::PI)
             .cos();
-        let got = super::nearby_limit(dot0);
+        let got = super::rank::nearby_limit(dot0);
         assert!((got - want).abs() < 1e-9, "dot0={dot0}: {got} vs {want}");
     }
 }
