@@ -120,6 +120,10 @@ pub fn metalink(
             let _ = writeln!(x, "    <url priority=\"{priority}\">{}</url>", esc(url));
         }
     }
+    if priority == 0 {
+        // RFC 5854 wants at least one URL per file: better to say none can serve it now.
+        return unavailable("no mirror and no fallback can serve this file right now");
+    }
     x.push_str("  </file>\n</metalink>\n");
     let mut r = private_page(x, METALINK);
     let disposition = format!(
@@ -130,4 +134,86 @@ pub fn metalink(
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use mirrorfleet_crds::state::index::FileRecord;
+    use mirrorfleet_crds::state::{FileIndex, FleetState, ProjectState};
+
+    use super::*;
+    use crate::select::{ClientGeo, Facts, select, select_project};
+
+    /// A project whose one file no mirror and no fallback can serve.
+    fn orphan() -> Snapshot {
+        let index = FileIndex::build(
+            "p",
+            "s",
+            &[HashKind::Sha256],
+            vec![FileRecord {
+                path: "a.iso".into(),
+                size: 1,
+                mtime: 0,
+                digests: vec![Some(vec![1; 32])],
+            }],
+            None,
+        );
+        let fleet = FleetState {
+            projects: vec![ProjectState {
+                name: "p".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let indexes = HashMap::from([("p".to_owned(), Arc::new(index))]);
+        Snapshot::from_parts(1, &fleet, &indexes, &HashMap::new(), &HashMap::new())
+    }
+
+    fn facts() -> Facts<'static> {
+        Facts {
+            project: 0,
+            path: "a.iso",
+            https_only: false,
+            ip: "192.0.2.1".parse().unwrap(),
+            geo: ClientGeo::default(),
+            now: 0,
+            random: 7,
+            sticky: false,
+            explain: true,
+        }
+    }
+
+    #[test]
+    fn nothing_to_list_is_503_not_an_empty_document() {
+        let snap = orphan();
+        let d = select(&facts(), &snap);
+        assert!(d.file.is_some());
+        assert_eq!(
+            metalink(&snap, 0, &d, "a.iso", &[]).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let whole = select_project(&facts(), &snap);
+        let list = apt_list(&snap, 0, &whole, &[], facts().ip, &ClientGeo::default());
+        assert_eq!(list.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // With a fallback, both list it.
+        let fallback = ["https://origin.example/p/a.iso".to_owned()];
+        assert_eq!(
+            metalink(&snap, 0, &d, "a.iso", &fallback).status(),
+            StatusCode::OK
+        );
+        let list = apt_list(
+            &snap,
+            0,
+            &whole,
+            &["https://origin.example/p/"],
+            facts().ip,
+            &ClientGeo::default(),
+        );
+        assert_eq!(list.status(), StatusCode::OK);
+    }
 }
