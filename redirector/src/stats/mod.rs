@@ -222,6 +222,9 @@ struct Pending {
     contexts: Vec<Context>,
     /// Length at which `entries` is compacted next.
     compact_at: usize,
+    /// Compacting left less than a quarter of the cap free: events are dropped (and counted)
+    /// until the flush.
+    full: bool,
 }
 
 impl Default for Pending {
@@ -230,6 +233,7 @@ impl Default for Pending {
             entries: Vec::new(),
             contexts: Vec::new(),
             compact_at: FIRST_COMPACTION,
+            full: false,
         }
     }
 }
@@ -242,15 +246,18 @@ impl Pending {
             return;
         };
         if self.entries.len() >= self.compact_at {
-            if self.compact_at == MAX_PENDING {
-                // Full of distinct counters until the next flush takes them.
+            if !self.full {
+                self.compact();
+                // Compact again only when the distinct counters could have doubled, and at the
+                // cap only while compacting frees a quarter of it; past that the shard is full
+                // until the flush (so a flood of distinct files cannot make every request sort).
+                self.full = self.entries.len() > MAX_PENDING / 4 * 3;
+                self.compact_at = (self.entries.len() * 2).clamp(FIRST_COMPACTION, MAX_PENDING);
+            }
+            if self.full {
                 metrics.stats_dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            self.compact();
-            // Compact again only when the distinct counters could have doubled; at the cap,
-            // the next full vector drops events instead of sorting on every request.
-            self.compact_at = (self.entries.len() * 2).clamp(FIRST_COMPACTION, MAX_PENDING);
         }
         self.entries.push(packed | 1);
     }

@@ -145,3 +145,21 @@ fn a_shard_full_of_distinct_counters_drops_and_says_so() {
     assert_eq!(dropped + p.downloads(), (MAX_PENDING + 1000) as u64);
     assert!(dropped >= 1000);
 }
+
+#[test]
+fn a_shard_at_the_cap_keeps_counting_while_compacting_frees_room() {
+    let snap = snapshot(1, 1);
+    let metrics = Metrics::default();
+    let mut p = Pending::default();
+    // 300,000 distinct counters and 250,000 repeats of one: compacting at the cap merges the
+    // repeats, frees room, and nothing is lost.
+    for i in 0..300_000 {
+        p.add(event(&snap, i, Some(0), "FR"), &metrics);
+    }
+    for _ in 0..250_000 {
+        p.add(event(&snap, 0, Some(0), "FR"), &metrics);
+    }
+    assert_eq!(metrics.stats_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(p.downloads(), 550_000);
+    assert!(!p.full);
+}
