@@ -4,9 +4,11 @@
 //!
 //! It never talks to the store on the request path: [`snapshot`] is rebuilt off the path and
 //! swapped whole; [`select`] is a pure function of (request facts, snapshot); the fleet-wide
-//! counters of [`mirrorstats`] are read back by the stats task.
+//! counters of [`mirrorstats`] are read back by the stats task. The one exception is a file's
+//! `?stats` ([`filestats`]): a rare question, answered with one batched read under a deadline.
 
 pub mod facts;
+pub mod filestats;
 pub mod geo;
 pub mod metrics;
 pub mod mirrorstats;

@@ -29,6 +29,8 @@ pub enum Outcome {
     NotModified,
     /// A directory listing.
     Listing,
+    /// `?stats` on a file.
+    FileStats,
     /// 404.
     NotFound,
     /// 503.
@@ -39,7 +41,7 @@ pub enum Outcome {
     Admin,
 }
 
-const OUTCOMES: [(Outcome, &str); 13] = [
+const OUTCOMES: [(Outcome, &str); 14] = [
     (Outcome::Redirect, "redirect"),
     (Outcome::Fallback, "fallback"),
     (Outcome::Json, "json"),
@@ -49,6 +51,7 @@ const OUTCOMES: [(Outcome, &str); 13] = [
     (Outcome::Mirrorstats, "mirrorstats"),
     (Outcome::NotModified, "not_modified"),
     (Outcome::Listing, "listing"),
+    (Outcome::FileStats, "file_stats"),
     (Outcome::NotFound, "not_found"),
     (Outcome::Unavailable, "unavailable"),
     (Outcome::BadRequest, "bad_request"),

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use hyper::Response;
 use serde_json::json;
 
-use crate::respond::{Body, esc, private_page};
+use crate::respond::{Body, esc, private_json, private_page};
 use crate::snapshot::{Mirror, Snapshot, cc_str};
 use crate::stats::FleetCounts;
 
@@ -109,10 +109,7 @@ pub fn json(snap: &Snapshot, counts: &FleetCounts) -> Response<Body> {
         "allTime": counts.total,
         "mirrors": mirrors,
     });
-    private_page(
-        serde_json::to_vec_pretty(&body).unwrap_or_default(),
-        "application/json; charset=utf-8",
-    )
+    private_json(&body)
 }
 
 /// The HTML page.

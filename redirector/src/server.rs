@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use mirrorfleet_store::Store;
 use tokio::net::TcpListener;
 
+use crate::filestats;
 use crate::geo::Geo;
 use crate::metrics::{Metrics, Outcome as M};
 use crate::request::{
@@ -379,6 +380,42 @@ impl App {
 }
 
 impl App {
+    /// `?stats` on a file of a project (GET or HEAD): what it asks, or the `400` for a period
+    /// that is not one; `None` for every other request (the usual answer then follows).
+    fn file_stats_ask(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Option<Result<filestats::Ask, Response<Body>>> {
+        let query = req.uri().query()?;
+        if !query_has(query, "stats")
+            || !(req.method() == Method::GET || req.method() == Method::HEAD)
+        {
+            return None;
+        }
+        let period = match query_value(query, "stats") {
+            Some(v) => match filestats::period(v) {
+                Some(p) => Some(p),
+                None => return Some(Err(filestats::bad_period())),
+            },
+            None => None,
+        };
+        let path = clean_path(req.uri().path()).ok()?;
+        let snap = self.snapshot.load();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let (project, rel) = snap.route(host, &path)?;
+        if !has_file(&snap, project, rel) {
+            return None;
+        }
+        Some(Ok(filestats::Ask {
+            project: snap.projects.get(project)?.state.name.clone(),
+            path: rel.to_owned(),
+            period,
+        }))
+    }
+
     /// A directory of a project (`rel` empty or ending in `/`), listed from its index.
     fn directory(
         &self,
@@ -485,7 +522,7 @@ pub async fn run<S: Store + Clone>(
                 let app = app.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(handle(&app, peer, req)) }
+                    async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
@@ -536,9 +573,16 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let (mut resp, outcome) = app.answer(peer.ip(), &req);
+    let (mut resp, outcome) = match app.file_stats_ask(&req) {
+        None => app.answer(peer.ip(), &req),
+        Some(Ok(ask)) => {
+            let read = |wanted, deadline| app.stats.read_fields(wanted, deadline);
+            (filestats::answer(&ask, now(), read).await, M::FileStats)
+        }
+        Some(Err(bad)) => (bad, M::BadRequest),
+    };
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("mirrorfleet"));
     if req.method() == Method::HEAD {

@@ -994,3 +994,54 @@ async fn keeps_serving_through_a_store_outage_and_resyncs() {
     }
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_files_download_counts() {
+    let mut r = start().await;
+    let paris = [("x-forwarded-for", "192.0.2.7")];
+    for _ in 0..3 {
+        assert_eq!(get(&r, "/p/pool/a%20b.deb", &paris).await.status(), 302);
+    }
+    // Counted in memory, flushed every 100 ms here, then read from the store.
+    let started = Instant::now();
+    let summary = loop {
+        let resp = get(&r, "/p/pool/a%20b.deb?stats", &[]).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json; charset=utf-8"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        if v["today"] == 3 {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the three downloads were never counted: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(summary["path"], "pool/a b.deb");
+    assert_eq!(summary["month"], 3);
+    assert_eq!(summary["last30Days"], 3);
+    let today = chrono_day();
+    let day: serde_json::Value = serde_json::from_slice(
+        &get(&r, &format!("/p/pool/a%20b.deb?stats={today}"), &[])
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(day["downloads"], 3);
+    assert_eq!(day["days"][&today], 3);
+    assert_eq!(
+        get(&r, "/p/pool/a%20b.deb?stats=last-week", &[])
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(get(&r, "/p/pool/none.deb?stats", &[]).await.status(), 404);
+    assert!(requests_counted(&r, "file_stats").await >= 2);
+    r.stop().await;
+}

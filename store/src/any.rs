@@ -91,4 +91,8 @@ impl Store for AnyStore {
     async fn read_stats(&self, key: &str) -> Result<BTreeMap<String, u64>> {
         delegate!(self, s => s.read_stats(key).await)
     }
+
+    async fn read_stat_fields(&self, wanted: &[(String, String)]) -> Result<Vec<u64>> {
+        delegate!(self, s => s.read_stat_fields(wanted).await)
+    }
 }

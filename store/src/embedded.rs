@@ -556,6 +556,21 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn read_stat_fields(&self, wanted: &[(String, String)]) -> Result<Vec<u64>> {
+        let inner = self.lock();
+        Ok(wanted
+            .iter()
+            .map(|(key, field)| {
+                inner
+                    .stats
+                    .get(key)
+                    .and_then(|f| f.get(field))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
+
     async fn read_stats(&self, key: &str) -> Result<BTreeMap<String, u64>> {
         Ok(self
             .lock()

@@ -104,6 +104,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads one counter hash (see `mirrorfleet_crds::state::stats`).
     fn read_stats(&self, key: &str) -> impl Future<Output = Result<BTreeMap<String, u64>>> + Send;
+
+    /// Reads single counters, `(key, field)` each, in one round trip; 0 where absent. For
+    /// questions about one file (its per-day hashes hold every file of the day).
+    fn read_stat_fields(
+        &self,
+        wanted: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<u64>>> + Send;
 }
 
 /// Formats an error with its causes, `a: b: c`, for logs.

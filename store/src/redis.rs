@@ -457,6 +457,22 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn read_stat_fields(&self, wanted: &[(String, String)]) -> Result<Vec<u64>> {
+        if wanted.is_empty() {
+            return Ok(vec![]);
+        }
+        let counts: Vec<Option<u64>> = self
+            .run("read stat fields", |mut c| async move {
+                let mut pipe = redis::pipe();
+                for (key, field) in wanted {
+                    pipe.cmd("HGET").arg(key).arg(field);
+                }
+                pipe.query_async(&mut c).await
+            })
+            .await?;
+        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     async fn read_stats(&self, key: &str) -> Result<BTreeMap<String, u64>> {
         self.run("read stats", |mut c| async move {
             redis::cmd("HGETALL").arg(key).query_async(&mut c).await

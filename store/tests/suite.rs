@@ -311,6 +311,17 @@ async fn stats_add_up<S: Store + Clone>(store: S) {
     assert_eq!((mirrors["m1"], mirrors["m2"]), (2, 2));
     let total = store.read_stats(&stats::total_key()).await.unwrap();
     assert_eq!((total["redirects"], total["bytes"]), (4, 4000));
+    let files = stats::day_key("2026-11-22", "file:debian");
+    let wanted = [
+        (files.clone(), "pool/a.deb".to_owned()),
+        (files, "pool/none.deb".to_owned()),
+        (
+            stats::day_key("1999-01-01", "file:debian"),
+            "pool/a.deb".to_owned(),
+        ),
+    ];
+    assert_eq!(store.read_stat_fields(&wanted).await.unwrap(), [4, 0, 0]);
+    assert!(store.read_stat_fields(&[]).await.unwrap().is_empty());
 }
 
 macro_rules! suite {

@@ -61,6 +61,14 @@ pub(crate) fn private_page(body: impl Into<Bytes>, content_type: &'static str) -
     r
 }
 
+/// [`private_page`] with a JSON body (pretty: these are read by people too).
+pub(crate) fn private_json(body: &serde_json::Value) -> Response<Body> {
+    private_page(
+        serde_json::to_vec_pretty(body).unwrap_or_default(),
+        "application/json; charset=utf-8",
+    )
+}
+
 /// A plain-text answer.
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.into())));

@@ -9,7 +9,7 @@ use mirrorfleet_crds::state::index::DirEntry;
 use mirrorfleet_crds::state::{FileEntry, HashKind};
 use serde_json::json;
 
-use super::{Body, choice_url, encode_path, esc, hex, private_page};
+use super::{Body, choice_url, encode_path, esc, hex, private_json, private_page};
 use crate::select::{ClientGeo, Decision};
 use crate::snapshot::Snapshot;
 
@@ -79,10 +79,7 @@ pub fn json(
         "excluded": excluded,
         "fallback": fallback,
     });
-    private_page(
-        serde_json::to_vec_pretty(&body).unwrap_or_default(),
-        "application/json; charset=utf-8",
-    )
+    private_json(&body)
 }
 
 /// Most entries shown in one directory listing.
@@ -125,10 +122,7 @@ pub fn listing(
             "files": files,
             "truncated": truncated,
         });
-        let mut r = private_page(
-            serde_json::to_vec_pretty(&body).unwrap_or_default(),
-            "application/json; charset=utf-8",
-        );
+        let mut r = private_json(&body);
         r.headers_mut().insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=60"),

@@ -69,15 +69,45 @@ pub struct FleetCounts {
     pub error: Option<String>,
 }
 
+/// Reads single counters from the store (see [`Store::read_stat_fields`]); type-erased so
+/// that the handlers do not depend on which store it is.
+type FieldReader = Arc<
+    dyn Fn(
+            Vec<(String, String)>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<u64>, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// The counting side, held by the request handlers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Stats {
     shards: Arc<[Mutex<Pending>]>,
     metrics: Arc<Metrics>,
     fleet: Arc<ArcSwap<FleetCounts>>,
+    reader: FieldReader,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").finish_non_exhaustive()
+    }
 }
 
 impl Stats {
+    /// Reads single counters, `(key, field)` each, from the store, within `deadline`; the
+    /// error says what failed. For the rare questions about one file (`?stats`).
+    pub async fn read_fields(
+        &self,
+        wanted: Vec<(String, String)>,
+        deadline: Duration,
+    ) -> Result<Vec<u64>, String> {
+        match tokio::time::timeout(deadline, (self.reader)(wanted)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("the store did not answer within {deadline:?}")),
+        }
+    }
+
     /// Today's fleet-wide counters, as last read back (ten flush intervals old at most).
     pub fn fleet_counts(&self) -> Arc<FleetCounts> {
         self.fleet.load_full()
@@ -104,7 +134,7 @@ impl Stats {
 
 /// Starts the flushing task. Send on the returned `oneshot` to flush and stop; it answers
 /// when the last flush is done.
-pub fn start<S: Store>(
+pub fn start<S: Store + Clone + 'static>(
     store: S,
     metrics: Arc<Metrics>,
     every: Duration,
@@ -115,6 +145,18 @@ pub fn start<S: Store>(
             .collect(),
         metrics,
         fleet: Arc::new(ArcSwap::from_pointee(FleetCounts::default())),
+        reader: {
+            let store = store.clone();
+            Arc::new(move |wanted: Vec<(String, String)>| {
+                let store = store.clone();
+                Box::pin(async move {
+                    store
+                        .read_stat_fields(&wanted)
+                        .await
+                        .map_err(|e| mirrorfleet_store::error_chain(&e))
+                })
+            })
+        },
     };
     let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
     let s = stats.clone();
