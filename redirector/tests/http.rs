@@ -402,6 +402,10 @@ async fn redirects_answers_and_stats() {
         html.contains("lyon") && html.contains("berlin") && html.contains("Size: 3 bytes"),
         "{html}"
     );
+    assert!(
+        html.contains("<a href=\"a%20b.deb.meta4\">a b.deb.meta4</a>"),
+        "{html}"
+    );
     let sum = get(&r, "/p/pool/a%20b.deb?sha256", &[])
         .await
         .text()

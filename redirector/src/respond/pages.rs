@@ -218,7 +218,14 @@ pub fn mirrorlist(
                 let _ = write!(h, "<li>{name}: <code>{}</code></li>", hex(dg));
             }
         }
-        h.push_str("</ul>");
+        // Relative to this page: the file's name in the same directory.
+        let name = f.path.rsplit('/').next().unwrap_or(f.path);
+        let _ = write!(
+            h,
+            "</ul><p>Metalink (for download managers such as aria2): <a href=\"{0}.meta4\">{1}.meta4</a></p>",
+            esc(&encode_path(name)),
+            esc(name)
+        );
     }
     let country = geo
         .country
