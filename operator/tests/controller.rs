@@ -155,6 +155,18 @@ async fn expect(
 }
 
 /// The reconcile's result, within 10 s.
+/// The names of the mirrors in the fleet the operator wrote to the store.
+async fn fleet_mirrors(w: &World) -> Vec<String> {
+    let (state, _) = w.reader.load().await.unwrap();
+    state
+        .fleet
+        .unwrap()
+        .mirrors
+        .iter()
+        .map(|m| m.name.clone())
+        .collect()
+}
+
 async fn done<T: std::fmt::Debug, E: std::fmt::Debug>(
     task: tokio::task::JoinHandle<Result<T, E>>,
 ) -> T {
@@ -319,16 +331,8 @@ async fn an_invalid_mirror_says_why_and_stays_out_of_the_state() {
         (&json!("ReadyFalse"), &json!("Warning"))
     );
     done(task).await;
-    let (state, _) = w.reader.load().await.unwrap();
-    let names: Vec<String> = state
-        .fleet
-        .unwrap()
-        .mirrors
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
     assert_eq!(
-        names,
+        fleet_mirrors(&w).await,
         ["m1"],
         "the valid mirror applies, the invalid one does not"
     );
@@ -365,15 +369,7 @@ async fn a_deleted_mirror_leaves_the_state() {
     .await;
     assert_eq!(body["status"]["mirrors"], 1);
     done(task).await;
-    let (state, _) = w.reader.load().await.unwrap();
-    let names: Vec<String> = state
-        .fleet
-        .unwrap()
-        .mirrors
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
-    assert_eq!(names, ["m1"]);
+    assert_eq!(fleet_mirrors(&w).await, ["m1"]);
 }
 
 fn lease_json(holder: &str, renewed: &str, version: &str) -> Value {

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::index::FileRecord;
@@ -17,6 +17,7 @@ use mirrorfleet_crds::state::{
 };
 use mirrorfleet_redirector::geo::Geo;
 use mirrorfleet_redirector::server::{self, Config};
+use mirrorfleet_store::testing::wait_for;
 use mirrorfleet_store::{EmbeddedStore, StateWriter, Store};
 
 #[derive(serde::Serialize)]
@@ -248,23 +249,19 @@ async fn start_with<S: Store + Clone + 'static>(
         done,
         dirs: (state, geo_dir),
     };
-    let client = client();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = client
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the redirector never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let client = &client();
+    wait_for(
+        "the redirector to be ready",
+        Duration::from_secs(10),
+        || async move {
+            match client.get(format!("http://{addr}/readyz")).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
     running
 }
 
@@ -453,19 +450,21 @@ async fn redirects_answers_and_stats() {
 
     // A mirror going down stops receiving redirects within about a second.
     let writer = StateWriter::new(r.store.clone());
-    let started = Instant::now();
     writer.write_health(&down("lyon")).await.unwrap();
-    loop {
-        let resp = get(&r, "/p/pool/a%20b.deb", &paris).await;
-        if !location(&resp).contains("lyon") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "lyon still receives traffic"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let rr = &r;
+    wait_for(
+        "lyon to leave rotation",
+        Duration::from_secs(2),
+        || async move {
+            let now = location(&get(rr, "/p/pool/a%20b.deb", &paris).await);
+            if now.contains("lyon") {
+                Err(now)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     assert!(requests_counted(&r, "redirect").await > 0);
 
     // Shutdown flushes the stats.
@@ -640,20 +639,23 @@ async fn mirrorstats_shows_the_fleet_and_todays_counts() {
         assert!(location(&get(&r, "/p/pool/a%20b.deb", &paris).await).contains("lyon"));
     }
     // The counts are read back from the store by the stats task (every ten flushes here).
-    let started = Instant::now();
-    let page: serde_json::Value = loop {
-        let resp = get(&r, "/anything?mirrorstats&json", &[]).await;
-        assert_eq!(resp.status(), 200);
-        let page: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
-        if page["today"]["redirects"] == 3 {
-            break page;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "today's redirects never reached 3: {page:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let rr = &r;
+    let page = wait_for(
+        "today's redirects to reach 3",
+        Duration::from_secs(10),
+        || async move {
+            let resp = get(rr, "/anything?mirrorstats&json", &[]).await;
+            assert_eq!(resp.status(), 200);
+            let page: serde_json::Value =
+                serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            if page["today"]["redirects"] == 3 {
+                Ok(page)
+            } else {
+                Err(format!("{page:#}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(page["day"], chrono_day());
     let mirrors = page["mirrors"].as_array().unwrap();
     assert_eq!(mirrors.len(), 3);
@@ -749,23 +751,25 @@ async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
     };
     behind.counts.mismatched = 1;
     writer.write_availability(&behind).await.unwrap();
-    let started = Instant::now();
-    loop {
-        let list = get(&r, "/p/mirrors.list", &[paris])
-            .await
-            .text()
-            .await
-            .unwrap();
-        // Last of three: the two complete copies come first, drawn and ranked as before.
-        if list.contains("https://lyon.example/p/\tpriority:3") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "lyon is not moved after the complete copies: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let rr = &r;
+    // Last of three: the two complete copies come first, drawn and ranked as before.
+    wait_for(
+        "lyon to move after the complete copies",
+        Duration::from_secs(5),
+        || async move {
+            let list = get(rr, "/p/mirrors.list", &[paris])
+                .await
+                .text()
+                .await
+                .unwrap();
+            if list.contains("https://lyon.example/p/\tpriority:3") {
+                Ok(())
+            } else {
+                Err(list)
+            }
+        },
+    )
+    .await;
 
     // `?https=1` asks for the same as an HTTPS client.
     let forced = get(&r, "/p/mirrors.list?https=1", &[paris])
@@ -790,24 +794,26 @@ async fn apt_mirror_lists_rank_whole_project_mirrors_for_the_client() {
         by_host.contains("https://lyon.example/p/\tpriority:3"),
         "{by_host}"
     );
-    let started = Instant::now();
     writer.write_health(&down("lyon")).await.unwrap();
-    loop {
-        let list = get(&r, "/p/mirrors.list", &[paris])
-            .await
-            .text()
-            .await
-            .unwrap();
-        if !list.contains("lyon") {
-            assert!(list.contains("priority:1"), "{list}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "lyon stays listed: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let rr = &r;
+    let list = wait_for(
+        "lyon to leave the list",
+        Duration::from_secs(5),
+        || async move {
+            let list = get(rr, "/p/mirrors.list", &[paris])
+                .await
+                .text()
+                .await
+                .unwrap();
+            if list.contains("lyon") {
+                Err(list)
+            } else {
+                Ok(list)
+            }
+        },
+    )
+    .await;
+    assert!(list.contains("priority:1"), "{list}");
     r.stop().await;
 }
 
@@ -935,19 +941,20 @@ async fn h2c_ipv6_and_geoip_reloads() {
 
     // A new City database (192.0.2.0/24 now in Berlin) is picked up without a restart.
     geoip_with(r.dirs.1.path(), ("DE", 52.52, 13.40));
-    let started = Instant::now();
-    loop {
-        let resp = get(&r, "/p/pool/a%20b.deb", &paris).await;
-        if location(&resp) == "https://berlin.example/p/pool/a%20b.deb" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the new database was not picked up: {}",
-            location(&resp)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let rr = &r;
+    wait_for(
+        "the new database to be picked up",
+        Duration::from_secs(5),
+        || async move {
+            let now = location(&get(rr, "/p/pool/a%20b.deb", &paris).await);
+            if now == "https://berlin.example/p/pool/a%20b.deb" {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await;
     r.stop().await;
 }
 
@@ -984,18 +991,20 @@ async fn keeps_serving_through_a_store_outage_and_resyncs() {
     redis.restart();
     let writer = StateWriter::new(connect(redis.url()).await);
     writer.write_health(&down("lyon")).await.unwrap();
-    let started = Instant::now();
-    loop {
-        let now = location(&get(&r, "/p/pool/a%20b.deb", &paris).await);
-        if !now.is_empty() && now != lyon {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the change made after Redis came back never arrived: still {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rr = &r;
+    wait_for(
+        "the change made after Redis came back",
+        Duration::from_secs(15),
+        || async move {
+            let now = location(&get(rr, "/p/pool/a%20b.deb", &paris).await);
+            if !now.is_empty() && now != lyon {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await;
     r.stop().await;
 }
 
@@ -1007,24 +1016,27 @@ async fn a_files_download_counts() {
         assert_eq!(get(&r, "/p/pool/a%20b.deb", &paris).await.status(), 302);
     }
     // Counted in memory, flushed every 100 ms here, then read from the store.
-    let started = Instant::now();
-    let summary = loop {
-        let resp = get(&r, "/p/pool/a%20b.deb?stats", &[]).await;
-        assert_eq!(resp.status(), 200);
-        assert_eq!(
-            resp.headers()["content-type"],
-            "application/json; charset=utf-8"
-        );
-        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
-        if v["today"] == 3 {
-            break v;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the three downloads were never counted: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let rr = &r;
+    let summary = wait_for(
+        "the three downloads to be counted",
+        Duration::from_secs(5),
+        || async move {
+            let resp = get(rr, "/p/pool/a%20b.deb?stats", &[]).await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(
+                resp.headers()["content-type"],
+                "application/json; charset=utf-8"
+            );
+            let v: serde_json::Value =
+                serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            if v["today"] == 3 {
+                Ok(v)
+            } else {
+                Err(v.to_string())
+            }
+        },
+    )
+    .await;
     assert_eq!(summary["path"], "pool/a b.deb");
     assert_eq!(summary["month"], 3);
     assert_eq!(summary["last30Days"], 3);
