@@ -154,7 +154,6 @@ async fn expect(
     (uri, body)
 }
 
-/// The reconcile's result, within 10 s.
 /// The names of the mirrors in the fleet the operator wrote to the store.
 async fn fleet_mirrors(w: &World) -> Vec<String> {
     let (state, _) = w.reader.load().await.unwrap();
@@ -167,6 +166,7 @@ async fn fleet_mirrors(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// The reconcile's result, within 10 s.
 async fn done<T: std::fmt::Debug, E: std::fmt::Debug>(
     task: tokio::task::JoinHandle<Result<T, E>>,
 ) -> T {

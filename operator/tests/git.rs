@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use git2::{Repository, RepositoryInitOptions, Signature};
 use mirrorfleet_operator::gitsource::{GitError, GitSource};
@@ -168,6 +168,7 @@ fn standalone_follows_a_repository_and_keeps_the_last_good_fleet() {
     // The log, line by line, for the "kept the last good fleet" report.
     let (log_tx, log_rx) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
+    let _child = KillOnDrop(child);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = log_tx.send(line);
@@ -188,17 +189,13 @@ fn standalone_follows_a_repository_and_keeps_the_last_good_fleet() {
             .find_map(|l| l.strip_prefix("location: "))
             .map(str::to_owned)
     };
-    let until = |want: &str| {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if location().as_deref() == Some(want) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+    let until = |want: &str, what: &str| {
+        wait_for_blocking(what, Duration::from_secs(30), || match location() {
+            Some(l) if l == want => Ok(()),
+            last => Err(format!("{last:?}")),
+        })
     };
-    let a = until("https://a.example/demo/f.iso");
+    until("https://a.example/demo/f.iso", "the first commit to apply");
     // A commit with a broken resource (and a new fallback): reported, not applied.
     let bad = commit(
         &repo,
@@ -208,18 +205,31 @@ fn standalone_follows_a_repository_and_keeps_the_last_good_fleet() {
         )],
         false,
     );
-    let start = Instant::now();
-    let mut reported = None;
-    while start.elapsed() < Duration::from_secs(30) {
-        match log_rx.recv_timeout(Duration::from_secs(1)) {
+    let mut lines = Vec::new();
+    let reported = wait_for_blocking(
+        "the broken commit to be reported with its id",
+        Duration::from_secs(30),
+        || match log_rx.recv_timeout(Duration::from_secs(1)) {
             Ok(line) if line.contains(&bad) && line.contains("keeping the last good fleet") => {
-                reported = Some(line);
-                break;
+                Ok(line)
             }
-            _ => {}
-        }
-    }
-    let kept = location();
+            Ok(line) => {
+                lines.push(line);
+                Err(format!("{} log lines, the last: {:?}", lines.len(), lines.last()))
+            }
+            Err(e) => Err(format!("no line ({e}) after {:?}", lines.last())),
+        },
+    );
+    assert!(
+        reported.contains("Sponsor/nobody does not exist"),
+        "{reported}"
+    );
+    // Reported means that commit was handled: the last good fleet still serves.
+    assert_eq!(
+        location().as_deref(),
+        Some("https://a.example/demo/f.iso"),
+        "last good fleet"
+    );
     // Fixed in the next commit: applied.
     commit(
         &repo,
@@ -229,19 +239,5 @@ fn standalone_follows_a_repository_and_keeps_the_last_good_fleet() {
         )],
         false,
     );
-    let b = until("https://b.example/demo/f.iso");
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(a, "the first commit applies");
-    let reported = reported.expect("the broken commit is reported with its id");
-    assert!(
-        reported.contains("Sponsor/nobody does not exist"),
-        "{reported}"
-    );
-    assert_eq!(
-        kept.as_deref(),
-        Some("https://a.example/demo/f.iso"),
-        "last good fleet"
-    );
-    assert!(b, "the fixed commit applies");
+    until("https://b.example/demo/f.iso", "the fixed commit to apply");
 }

@@ -17,7 +17,8 @@ use mirrorfleet_crds::state::{
 };
 use mirrorfleet_operator::health::checker::{Key, Target, targets};
 use mirrorfleet_operator::health::probe::{Canary, ProbeSettings, probe_all};
-use mirrorfleet_operator::health::{Change, Checker, Failure, Outcome};
+use mirrorfleet_operator::health::{Change, Checker, Failure, Outcome, Transition};
+use mirrorfleet_store::testing::{wait_for, within};
 use mirrorfleet_store::{EmbeddedStore, LoadedState, StateReader, StateWriter};
 use support::*;
 
@@ -192,25 +193,54 @@ fn targets_cover_each_scheme_and_declared_family() {
 /// Waits until the store says the mirror's http/IPv4 is `up`; returns how long it took.
 async fn until_health(reader: &StateReader<EmbeddedStore>, up: bool, limit: Duration) -> Duration {
     let start = Instant::now();
-    let mut state = LoadedState::default();
-    loop {
-        reader.resync(&mut state).await.unwrap();
-        let now = state
-            .health
-            .get("m")
-            .and_then(|h| h.get(ProbeScheme::Http, Family::Ipv4))
-            .map(|e| e.up);
-        if now == Some(up) {
-            return start.elapsed();
+    wait_for(&format!("the store to say up={up}"), limit, || async move {
+        {
+            let mut state = LoadedState::default();
+            reader.resync(&mut state).await.map_err(|e| e.to_string())?;
+            let now = state
+                .health
+                .get("m")
+                .and_then(|h| h.get(ProbeScheme::Http, Family::Ipv4))
+                .map(|e| e.up);
+            if now == Some(up) {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
         }
-        assert!(
-            start.elapsed() < limit,
-            "health never became up={up} within {limit:?}: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await;
+    start.elapsed()
+}
+
+/// Receives the checker's next transition (it writes the store first, then sends this): the
+/// change, named as the test compares it. Panics if none comes within `limit`.
+async fn next_transition(
+    transitions: &mut tokio::sync::mpsc::Receiver<Transition>,
+    seen: &[String],
+    limit: Duration,
+) -> String {
+    let what = format!("a transition after {seen:?}");
+    let t = within(&what, limit, transitions.recv())
+        .await
+        .unwrap_or_else(|| panic!("the checker stopped after {seen:?}"));
+    assert_eq!(
+        t.key,
+        Key {
+            mirror: "m".into(),
+            scheme: ProbeScheme::Http,
+            family: Family::Ipv4
+        }
+    );
+    match t.change {
+        Change::Down { reason, .. } => format!("down:{reason}"),
+        c => format!("{c:?}"),
     }
 }
 
+/// The checker end to end: up, down when the server goes, up when it is back — each in the
+/// store and, after it, on the transitions channel, in that order (one target: one probe
+/// sequence, so the order is the code's).
 #[tokio::test]
 async fn the_checker_writes_down_and_up_to_the_store() {
     let root = world_readable_tempdir();
@@ -233,32 +263,24 @@ async fn the_checker_writes_down_and_up_to_the_store() {
     };
     let task =
         tokio::spawn(Checker::new(writer, now).run(targets_rx, rescanned_rx, transitions_tx));
+    let mut seen = Vec::new();
     until_health(&reader, true, Duration::from_secs(5)).await;
+    seen.push(next_transition(&mut transitions, &seen, Duration::from_secs(5)).await);
     drop(web);
     let took = until_health(&reader, false, Duration::from_secs(15)).await;
     assert!(
         took < Duration::from_secs(10),
         "down within 10 s, took {took:?}"
     );
+    seen.push(next_transition(&mut transitions, &seen, Duration::from_secs(5)).await);
     let web = nginx_on(root.path(), port);
     until_health(&reader, true, Duration::from_secs(15)).await;
-    drop(web);
+    seen.push(next_transition(&mut transitions, &seen, Duration::from_secs(5)).await);
     task.abort();
-    let mut seen = Vec::new();
-    while let Ok(t) = transitions.try_recv() {
-        let c = match t.change {
-            Change::Down { reason, .. } => format!("down:{reason}"),
-            c => format!("{c:?}"),
-        };
-        assert_eq!(
-            t.key,
-            Key {
-                mirror: "m".into(),
-                scheme: ProbeScheme::Http,
-                family: Family::Ipv4
-            }
-        );
-        seen.push(c);
-    }
+    drop(web);
     assert_eq!(seen, vec!["Up", "down:ConnectRefused", "Up"]);
+    assert!(
+        transitions.try_recv().is_err(),
+        "no transition beyond the three changes"
+    );
 }

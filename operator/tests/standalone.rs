@@ -18,8 +18,8 @@ fn standalone(
     state: &std::path::Path,
     port: u16,
     env: &[(&str, &std::ffi::OsStr)],
-) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_mirrorfleet"))
+) -> KillOnDrop {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorfleet"))
         .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--manifests")
         .arg(manifests)
@@ -30,7 +30,8 @@ fn standalone(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    KillOnDrop(child)
 }
 
 /// One `GET` over a fresh connection: the whole raw answer, or `None` if none came.
@@ -118,7 +119,7 @@ fn standalone_indexes_scans_and_redirects() {
     .unwrap();
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = standalone(manifests.path(), state.path(), port, &[]);
+    let _child = standalone(manifests.path(), state.path(), port, &[]);
     let get = |path: &str| -> Option<(u16, String)> {
         let out = http_get(port, path)?;
         let status = out.split(' ').nth(1)?.parse().ok()?;
@@ -126,20 +127,16 @@ fn standalone_indexes_scans_and_redirects() {
     };
     let mirror_a = format!("http://127.0.0.1:{web_port}/pool/a.deb");
     let origin_a = "https://origin.example/demo/pool/a.deb".to_owned();
-    // Polls until `/demo/pool/a.deb` redirects to `want`; returns how long it took.
-    let until = |want: &str, limit: Duration| -> Result<Duration, Option<(u16, String)>> {
+    // Waits until `/demo/pool/a.deb` redirects to `want`; returns how long it took.
+    let until = |want: &str, what: &str, limit: Duration| -> Duration {
         let start = Instant::now();
-        let mut last = None;
-        while start.elapsed() < limit {
-            last = get("/demo/pool/a.deb");
-            if last.as_ref().is_some_and(|(s, l)| *s == 302 && l == want) {
-                return Ok(start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(last)
+        wait_for_blocking(what, limit, || match get("/demo/pool/a.deb") {
+            Some((302, l)) if l == want => Ok(()),
+            last => Err(format!("{last:?}")),
+        });
+        start.elapsed()
     };
-    let first = until(&mirror_a, Duration::from_secs(30));
+    until(&mirror_a, "the mirror holding a.deb to serve it", Duration::from_secs(30));
     // A real metalink client: aria2 reads `a.deb.meta4`, downloads from the mirror it lists
     // and checks the file against the SHA-256 in it.
     let downloads = tempfile::tempdir().unwrap();
@@ -205,14 +202,19 @@ fn standalone_indexes_scans_and_redirects() {
     let missing = get("/demo/pool/none.deb");
     // The mirror goes down: out of rotation (the origin serves) within 10 s…
     drop(web);
-    let down = until(&origin_a, Duration::from_secs(20));
+    let down = until(
+        &origin_a,
+        "the mirror that stopped answering to leave rotation",
+        Duration::from_secs(20),
+    );
     // …and back once it answers again (three good probes).
     let web = nginx_on(&root.path().join("mirror"), web_port);
-    let up = until(&mirror_a, Duration::from_secs(20));
+    until(
+        &mirror_a,
+        "the mirror to come back once it answers",
+        Duration::from_secs(20),
+    );
     drop(web);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(first.is_ok(), "the mirror holds a.deb: {first:?}");
     assert!(
         aria2.status.success(),
         "aria2c failed on the metalink: {}{}",
@@ -257,12 +259,10 @@ fn standalone_indexes_scans_and_redirects() {
         Some((302, "https://origin.example/demo/pool/b.deb".to_owned())),
         "the mirror lacks b.deb: the origin"
     );
-    let down = down.expect("a mirror that stops answering leaves rotation");
     assert!(
         down < Duration::from_secs(10),
         "out of rotation in {down:?}"
     );
-    assert!(up.is_ok(), "back in rotation once it answers: {up:?}");
     assert_eq!(missing.map(|(s, _)| s), Some(404));
 }
 
@@ -300,7 +300,7 @@ fn https_mirrors_are_probed_against_the_trust_store() {
     .unwrap();
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = standalone(
+    let _child = standalone(
         manifests.path(),
         state.path(),
         port,
@@ -308,28 +308,29 @@ fn https_mirrors_are_probed_against_the_trust_store() {
     );
     let get = |path: &str| http_get(port, path);
     // Both mirrors probed (one up, one down) and scanned: the stats page says so.
-    let start = Instant::now();
-    let (mut page, mut last) = (None, String::new());
-    while start.elapsed() < Duration::from_secs(30) {
-        let fleet = get("/?mirrorstats&json").unwrap_or_default();
-        last.clone_from(&fleet);
-        let body: serde_json::Value = fleet
-            .split_once("\r\n\r\n")
-            .and_then(|(_, body)| serde_json::from_str(body).ok())
-            .unwrap_or_default();
-        let probed = |name: &str, up: bool| {
-            body["mirrors"].as_array().is_some_and(|ms| {
-                ms.iter()
-                    .any(|m| m["name"] == name && m["health"][0]["up"] == up)
-            })
-        };
-        let ready = get("/demo/pool/a.deb").is_some_and(|r| r.starts_with("HTTP/1.1 302"));
-        if probed("trusted", true) && probed("unknown", false) && ready {
-            page = Some(fleet);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let page = wait_for_blocking(
+        "the trusted mirror up, the unknown one down, and a.deb redirected",
+        Duration::from_secs(30),
+        || {
+            let fleet = get("/?mirrorstats&json").unwrap_or_default();
+            let body: serde_json::Value = fleet
+                .split_once("\r\n\r\n")
+                .and_then(|(_, body)| serde_json::from_str(body).ok())
+                .unwrap_or_default();
+            let probed = |name: &str, up: bool| {
+                body["mirrors"].as_array().is_some_and(|ms| {
+                    ms.iter()
+                        .any(|m| m["name"] == name && m["health"][0]["up"] == up)
+                })
+            };
+            let ready = get("/demo/pool/a.deb").is_some_and(|r| r.starts_with("HTTP/1.1 302"));
+            if probed("trusted", true) && probed("unknown", false) && ready {
+                Ok(fleet)
+            } else {
+                Err(fleet)
+            }
+        },
+    );
     let redirects: Vec<String> = (0..20)
         .filter_map(|_| get("/demo/pool/a.deb"))
         .filter_map(|r| location_of(&r))
@@ -337,11 +338,6 @@ fn https_mirrors_are_probed_against_the_trust_store() {
     let want = format!("https://127.0.0.1:{}/pool/a.deb", trusted.port);
     drop(trusted);
     drop(unknown);
-    let _ = child.kill();
-    let _ = child.wait();
-    let Some(page) = page else {
-        panic!("the trusted mirror up and the unknown one down within 30 s; last page: {last}");
-    };
     assert!(page.contains("TlsFailed"), "the reason names TLS: {page}");
     assert_eq!(redirects.len(), 20);
     assert!(

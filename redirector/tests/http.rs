@@ -17,7 +17,7 @@ use mirrorfleet_crds::state::{
 };
 use mirrorfleet_redirector::geo::Geo;
 use mirrorfleet_redirector::server::{self, Config};
-use mirrorfleet_store::testing::wait_for;
+use mirrorfleet_store::testing::{wait_for, within};
 use mirrorfleet_store::{EmbeddedStore, StateWriter, Store};
 
 #[derive(serde::Serialize)]
@@ -149,7 +149,13 @@ impl<S> Running<S> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.done).await.unwrap()
+        within(
+            "the redirector to drain and stop",
+            Duration::from_secs(30),
+            &mut self.done,
+        )
+        .await
+        .unwrap()
     }
 }
 
@@ -982,9 +988,22 @@ async fn keeps_serving_through_a_store_outage_and_resyncs() {
     assert_eq!(location(&get(&r, "/p/pool/a%20b.deb", &paris).await), lyon);
 
     redis.kill();
+    // The redirector has seen the store go: a download's stats, read from the store, fail…
+    let rr = &r;
+    wait_for(
+        "?stats to answer 503 with the store gone",
+        Duration::from_secs(10),
+        || async move {
+            match get(rr, "/p/pool/a%20b.deb?stats", &[]).await.status() {
+                s if s == 503 => Ok(()),
+                s => Err(s.to_string()),
+            }
+        },
+    )
+    .await;
+    // …and downloads are still answered from its snapshot, and it stays ready.
     for _ in 0..10 {
         assert_eq!(location(&get(&r, "/p/pool/a%20b.deb", &paris).await), lyon);
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(get(&r, "/readyz", &[]).await.status(), 200);
 

@@ -58,6 +58,47 @@ where
     }
 }
 
+/// [`wait_for`] for tests without a runtime: polls `probe` every 50 ms until it gives `Ok`;
+/// after `timeout`, panics naming `what` and the last `Err`.
+pub fn wait_for_blocking<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; last seen: {seen}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Awaits `fut`, or panics naming `what` after `timeout`: a wait on a channel or a task that
+/// fails with a message instead of hanging the suite.
+pub async fn within<T>(what: &str, timeout: Duration, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so a failing assertion never leaves it
+/// running.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The path of an installed program (scripts/test installs them all).
 pub fn find(program: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"] {

@@ -18,7 +18,7 @@ use mirrorfleet_store::{
     Commit, EmbeddedStore, RedisConfig, RedisStore, RedisTarget, StateReader, StateWriter, Store,
     StoreEvent, follow,
 };
-use support::{Redis, wait_until};
+use support::{Redis, wait_until, within};
 
 fn fleet(mirrors: &[&str]) -> FleetState {
     FleetState {
@@ -133,7 +133,10 @@ async fn index_updates_move_only_changed_chunks<S: Store + Clone>(store: S) {
     recs[29_999].size += 1; // touches the last chunk only
     let v2 = FileIndex::build("debian", "s2", &[HashKind::Sha256], recs, Some(&v1));
     let mut events = store.subscribe().await.unwrap();
-    assert_eq!(events.recv().await, Some(StoreEvent::Resync));
+    assert_eq!(
+        within("the first event", Duration::from_secs(10), events.recv()).await,
+        Some(StoreEvent::Resync)
+    );
     writer.write_index(&v2, 2).await.unwrap();
     let (meta2, _) = v2.encode(2);
     let changed: Vec<&String> = meta2
@@ -154,7 +157,9 @@ async fn index_updates_move_only_changed_chunks<S: Store + Clone>(store: S) {
         "the replaced chunk is deleted"
     );
 
-    let event = events.recv().await.unwrap();
+    let event = within("the index change event", Duration::from_secs(10), events.recv())
+        .await
+        .unwrap();
     let StoreEvent::Changed(ev) = &event else {
         panic!("expected a change, got {event:?}")
     };

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-pub use mirrorfleet_store::testing::{Redis, find, free_port};
+pub use mirrorfleet_store::testing::{KillOnDrop, Redis, find, free_port, wait_for_blocking};
 
 fn wait_for_port(port: u16, what: &str) {
     let start = Instant::now();
