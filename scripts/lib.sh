@@ -21,16 +21,22 @@ apt_install() {
   $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# require_rust: fails with a clear message when no suitable Rust toolchain is on PATH.
+# require_rust: fails with a clear message when no suitable Rust toolchain is on PATH. The
+# version needed is the workspace's `rust-version` (stated once, in Cargo.toml).
 require_rust() {
+  local want
+  want="$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(repo_root)/Cargo.toml")"
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo not found. Install Rust 1.89 or newer (https://rustup.rs), then run this again." >&2
+    echo "error: cargo not found. Install Rust $want or newer (https://rustup.rs), then run this again." >&2
     exit 2
   fi
 }
 
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # Build packages every script needs: a C compiler and pkg-config for -sys crates.
-BUILD_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev ca-certificates)
+BUILD_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev ca-certificates python3)
 
 # What the test suite starts for real on loopback ports (later issues use all of them).
 TEST_PACKAGES=(redis-server redis-sentinel redis-tools rsync vsftpd mosquitto mosquitto-clients

@@ -1,21 +1,485 @@
-//! The `mirrorfleet` binary's library: the admin CLI's commands, and later the operator,
-//! scanners and standalone mode. `main.rs` only parses arguments and owns exit codes.
+//! The Kubernetes operator: controllers for Project, Mirror, Sponsor and RegionRule.
+//!
+//! Every reconcile does two things, both idempotent:
+//! 1. it assesses the whole namespace's fleet ([`assess`]) and, when the compiled fleet
+//!    differs from what the store holds, writes it (and forgets the health and scans of
+//!    mirrors that left) — resources refer to each other, so the fleet is one unit;
+//! 2. it computes the reconciled object's status ([`status`]) and, when it differs from the
+//!    object's, applies it (server-side apply on the status subresource, field manager
+//!    `mirrorfleet`), publishing an Event when `Ready` or `Healthy` changes.
+//!
+//! No finalizer: deleting a resource needs no external cleanup that a later reconcile cannot
+//! do — the next assessment no longer contains it, and the state is rewritten without it
+//! (even when the deletion happened while no operator was running).
+//!
+//! Only the leader ([`lease`]) runs controllers, health checks and scan scheduling.
 
-pub mod cmd;
-pub mod compile;
-pub mod controller;
-pub mod error;
-pub mod geoip;
-pub mod gitsource;
-pub mod health;
-pub mod locate;
-pub mod manifests;
-pub mod scan;
-pub mod standalone;
+pub mod assess;
+pub mod gitsync;
+pub mod jobs;
+pub mod lease;
+pub mod metrics;
+pub mod run;
+pub mod status;
 
-pub use error::{Error, Result};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Formats an error with its causes, `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    mirrorfleet_store::error_chain(e)
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store as Cache;
+use kube::{Client, Resource, ResourceExt};
+use mirrorfleet_crds::state::FleetState;
+use mirrorfleet_crds::v1alpha1::{
+    self, Condition, ConditionStatus, Mirror, Project, RegionRule, Sponsor,
+};
+use mirrorfleet_store::{LoadedState, StateReader, StateWriter, Store};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use self::assess::{Assessment, Objects};
+use self::metrics::Metrics;
+
+/// The field manager of every status the operator applies.
+pub const MANAGER: &str = "mirrorfleet";
+
+/// How often an object is reconciled even when nothing happened (status from the store).
+pub const RESYNC: Duration = Duration::from_secs(60);
+
+/// What can go wrong in a reconcile (the label of the errors metric is [`Error::label`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed.
+    #[error("the Kubernetes API failed")]
+    Kube(#[from] kube::Error),
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] mirrorfleet_store::Error),
+    /// The caches are not filled yet.
+    #[error("the resource caches are not ready yet")]
+    NotReady,
+    /// A controller's watch stream ended.
+    #[error("the controllers stopped")]
+    ControllersStopped,
+    /// Another replica holds the Lease now.
+    #[error("leadership lost; exiting so that another replica leads")]
+    LeadershipLost,
+}
+
+impl Error {
+    /// A fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Store(_) => "store",
+            Error::NotReady => "not_ready",
+            Error::ControllersStopped => "controllers_stopped",
+            Error::LeadershipLost => "leadership_lost",
+        }
+    }
+}
+
+/// The caches of the four kinds, filled by the controllers' watches.
+#[derive(Clone)]
+pub struct Caches {
+    /// Projects.
+    pub projects: Cache<Project>,
+    /// Mirrors.
+    pub mirrors: Cache<Mirror>,
+    /// Sponsors.
+    pub sponsors: Cache<Sponsor>,
+    /// Region rules.
+    pub rules: Cache<RegionRule>,
+    /// Scan Jobs (when watched), for failures to reach the Mirror's status.
+    pub jobs: Option<Cache<k8s_openapi::api::batch::v1::Job>>,
+}
+
+impl Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("projects", &self.projects.len())
+            .field("mirrors", &self.mirrors.len())
+            .field("sponsors", &self.sponsors.len())
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+impl Caches {
+    async fn ready(&self) -> Result<(), Error> {
+        let all = async {
+            self.projects.wait_until_ready().await.ok()?;
+            self.mirrors.wait_until_ready().await.ok()?;
+            self.sponsors.wait_until_ready().await.ok()?;
+            self.rules.wait_until_ready().await.ok()
+        };
+        match tokio::time::timeout(Duration::from_secs(30), all).await {
+            Ok(Some(())) => Ok(()),
+            _ => Err(Error::NotReady),
+        }
+    }
+
+    fn objects(&self) -> Objects {
+        Objects {
+            projects: self.projects.state(),
+            mirrors: self.mirrors.state(),
+            sponsors: self.sponsors.state(),
+            rules: self.rules.state(),
+        }
+    }
+}
+
+/// What the operator needs of a namespaced kind to read, apply and delete it.
+pub trait Namespaced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+{
+}
+
+/// A status with conditions (the four kinds' statuses).
+pub trait HasConditions: Serialize {
+    /// The conditions.
+    fn conditions(&self) -> &[Condition];
+}
+
+macro_rules! has_conditions {
+    ($($t:ty),*) => {$(
+        impl HasConditions for $t {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+        }
+    )*};
+}
+has_conditions!(
+    v1alpha1::MirrorStatus,
+    v1alpha1::ProjectStatus,
+    v1alpha1::SponsorStatus,
+    v1alpha1::RegionRuleStatus
+);
+
+/// What every reconcile shares.
+pub struct Context<S: Store> {
+    /// The API client.
+    pub client: Client,
+    /// The namespace watched.
+    pub namespace: String,
+    /// The caches.
+    pub caches: Caches,
+    /// Writes the state.
+    pub writer: StateWriter<S>,
+    reader: StateReader<S>,
+    state: Mutex<LoadedState>,
+    recorder: Recorder,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    now: fn() -> i64,
+    /// The latest assessment (probe targets and scan scheduling read it).
+    pub latest: tokio::sync::watch::Sender<Arc<FleetState>>,
+    /// Fills mirror locations from GeoIP where specs leave them out.
+    locator: Option<Arc<mirrorfleet_geo::Locator>>,
+}
+
+impl<S: Store> Debug for Context<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("namespace", &self.namespace)
+            .field("caches", &self.caches)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> Context<S> {
+    /// A context; `now` gives Unix seconds.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        caches: Caches,
+        store: S,
+        metrics: Arc<Metrics>,
+        now: fn() -> i64,
+    ) -> Context<S>
+    where
+        S: Clone,
+    {
+        Context {
+            recorder: Recorder::new(client.clone(), MANAGER.into()),
+            client,
+            namespace: namespace.to_owned(),
+            caches,
+            writer: StateWriter::new(store.clone()),
+            reader: StateReader::new(store),
+            state: Mutex::new(LoadedState::default()),
+            metrics,
+            now,
+            latest: tokio::sync::watch::Sender::new(Arc::new(FleetState::default())),
+            locator: None,
+        }
+    }
+
+    /// Locates mirrors without a declared location through GeoIP.
+    pub fn with_locator(mut self, locator: Arc<mirrorfleet_geo::Locator>) -> Self {
+        self.locator = Some(locator);
+        self
+    }
+
+    /// The store's state, brought up to date.
+    pub async fn state(&self) -> Result<LoadedState, Error> {
+        let mut state = self.state.lock().await;
+        self.reader.resync(&mut state).await?;
+        Ok(state.clone())
+    }
+
+    /// Assesses the fleet and writes it when the store holds another one.
+    pub async fn sync_fleet(&self) -> Result<Assessment, Error> {
+        self.caches.ready().await?;
+        let mut a = assess::assess(&self.caches.objects());
+        if let Some(l) = &self.locator {
+            l.fill(&mut a.fleet).await;
+        }
+        let state = self.state().await?;
+        let stored = state.fleet.as_deref();
+        if stored != Some(&a.fleet) {
+            self.writer.write_fleet(&a.fleet).await?;
+            self.metrics.fleet_writes.inc();
+            tracing::info!(
+                projects = a.fleet.projects.len(),
+                mirrors = a.fleet.mirrors.len(),
+                invalid = a.problems.len(),
+                "fleet state written"
+            );
+            // Mirrors that left: their health and scans go too.
+            for old in stored.map_or(&[][..], |f| f.mirrors.as_slice()) {
+                if a.fleet.mirror(&old.name).is_none() {
+                    let projects: Vec<String> =
+                        old.projects.iter().map(|p| p.project.clone()).collect();
+                    self.writer.remove_mirror(&old.name, &projects).await?;
+                }
+            }
+        }
+        self.latest.send_if_modified(|f| {
+            let changed = **f != a.fleet;
+            if changed {
+                *f = Arc::new(a.fleet.clone());
+            }
+            changed
+        });
+        Ok(a)
+    }
+
+    /// Applies `status` to `obj` unless it already has it; publishes an Event when `Ready`
+    /// or `Healthy` changes to `True` or `False` (Warning for `False`).
+    async fn apply_status<K: Namespaced, T: HasConditions>(
+        &self,
+        obj: &K,
+        old: Option<&T>,
+        new: &T,
+    ) -> Result<(), Error> {
+        let old_conditions = old.map_or(&[][..], |o| o.conditions());
+        let same =
+            old.is_some_and(|o| serde_json::to_value(o).ok() == serde_json::to_value(new).ok());
+        if same {
+            return Ok(());
+        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let body = serde_json::json!({
+            "apiVersion": v1alpha1::API_VERSION,
+            "kind": K::kind(&()),
+            "status": new,
+        });
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        self.metrics.status_writes.inc();
+        for c in new.conditions() {
+            let before = old_conditions.iter().find(|o| o.type_ == c.type_);
+            if !matches!(c.type_.as_str(), "Ready" | "Healthy")
+                || c.status == ConditionStatus::Unknown
+                || before.is_some_and(|b| b.status == c.status)
+            {
+                continue;
+            }
+            let ev = Event {
+                type_: if c.status == ConditionStatus::False {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: format!("{}{:?}", c.type_, c.status),
+                note: Some(truncate(&format!("{}: {}", c.reason, c.message), 1000)),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            // An Event that cannot be published is not worth failing the reconcile.
+            if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+                tracing::warn!(error = %e, "cannot publish an Event");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Reconciles a Mirror.
+pub async fn reconcile_mirror<S: Store>(
+    obj: Arc<Mirror>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc("Mirror");
+    let a = ctx.sync_fleet().await?;
+    let state = ctx.state().await?;
+    let failed = ctx
+        .caches
+        .jobs
+        .as_ref()
+        .map(|jobs| failed_scans(&jobs.state(), &obj.name_any()))
+        .unwrap_or_default();
+    let new = status::mirror(
+        &a,
+        &obj.name_any(),
+        obj.metadata.generation,
+        obj.status.as_ref(),
+        &state,
+        &failed,
+        (ctx.now)(),
+    );
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The failed scan Jobs of `mirror`, from their labels and conditions — pure.
+pub fn failed_scans(
+    jobs: &[Arc<k8s_openapi::api::batch::v1::Job>],
+    mirror: &str,
+) -> Vec<status::FailedScan> {
+    jobs.iter()
+        .filter(|j| {
+            j.labels()
+                .get(jobs::LABEL_MIRROR)
+                .is_some_and(|m| m == mirror)
+        })
+        .filter_map(|j| {
+            let project = j.labels().get(jobs::LABEL_PROJECT)?.clone();
+            let st = j.status.as_ref()?;
+            let failed = st
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Failed" && c.status == "True")?;
+            let at = st
+                .start_time
+                .as_ref()
+                .or(j.metadata.creation_timestamp.as_ref())
+                .map_or(0, |t| t.0.as_second());
+            let why = format!(
+                "Job {} failed ({}){}",
+                j.name_any(),
+                failed.reason.as_deref().unwrap_or("Failed"),
+                failed
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            Some((project, at, why))
+        })
+        .collect()
+}
+
+/// Reconciles a Project.
+pub async fn reconcile_project<S: Store>(
+    obj: Arc<Project>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc("Project");
+    let a = ctx.sync_fleet().await?;
+    let state = ctx.state().await?;
+    let name = obj.name_any();
+    let index = state
+        .indexes
+        .get(&name)
+        .map(|i| (i.as_ref(), state.index_meta.get(&name).map(|m| m.as_ref())));
+    let new = status::project(
+        &a,
+        &name,
+        obj.metadata.generation,
+        obj.status.as_ref(),
+        index,
+        (ctx.now)(),
+    );
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Reconciles a Sponsor.
+pub async fn reconcile_sponsor<S: Store>(
+    obj: Arc<Sponsor>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc("Sponsor");
+    let a = ctx.sync_fleet().await?;
+    let new = status::sponsor(
+        &a,
+        &obj.name_any(),
+        obj.metadata.generation,
+        obj.status.as_ref(),
+        (ctx.now)(),
+    );
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Reconciles a RegionRule.
+pub async fn reconcile_rule<S: Store>(
+    obj: Arc<RegionRule>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc("RegionRule");
+    let a = ctx.sync_fleet().await?;
+    let new = status::rule(
+        &a,
+        &obj.name_any(),
+        obj.metadata.generation,
+        obj.status.as_ref(),
+        (ctx.now)(),
+    );
+    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Requeue after an error, counting it by kind and fixed label.
+pub fn error_policy<K: Resource<DynamicType = ()>, S: Store>(
+    _obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context<S>>,
+) -> Action {
+    ctx.metrics.errors.inc(error.label());
+    tracing::warn!(kind = %K::kind(&()), error = %mirrorfleet_runtime::error_chain(error), "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
 }

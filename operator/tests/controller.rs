@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +14,12 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource};
 use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
-use mirrorfleet_operator::controller::lease::Elector;
-use mirrorfleet_operator::controller::metrics::Metrics;
-use mirrorfleet_operator::controller::{
-    self, Caches, Context, reconcile_mirror, reconcile_sponsor,
-};
+use mirrorfleet_operator::lease::Elector;
+use mirrorfleet_operator::metrics::Metrics;
+use mirrorfleet_operator::{self, Caches, Context, reconcile_mirror, reconcile_sponsor};
 use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget, StateReader};
+use mirrorfleet_testkit::*;
 use serde_json::{Value, json};
-use support::*;
 use tower_test::mock::{Handle, pair};
 
 type Mock = Handle<Request<Body>, Response<Body>>;
@@ -239,7 +235,7 @@ async fn a_valid_mirror_is_compiled_and_gets_ready() {
     let action = done(task).await;
     assert_eq!(
         action,
-        kube::runtime::controller::Action::requeue(controller::RESYNC)
+        kube::runtime::controller::Action::requeue(mirrorfleet_operator::RESYNC)
     );
     let (state, _) = w.reader.load().await.unwrap();
     let fleet = state.fleet.unwrap();
@@ -299,17 +295,17 @@ async fn an_invalid_mirror_says_why_and_stays_out_of_the_state() {
         "videolan",
         serde_json::to_value(project().spec).unwrap(),
     );
-    let cli = mirrorfleet_crds::validate::validate(
+    let cli = mirrorfleet_validate::validate(
         &[
-            mirrorfleet_crds::validate::SourceFile {
+            mirrorfleet_validate::SourceFile {
                 name: "m2.yaml",
                 text: &yaml,
             },
-            mirrorfleet_crds::validate::SourceFile {
+            mirrorfleet_validate::SourceFile {
                 name: "s.yaml",
                 text: &sponsor_yaml,
             },
-            mirrorfleet_crds::validate::SourceFile {
+            mirrorfleet_validate::SourceFile {
                 name: "p.yaml",
                 text: &project_yaml,
             },
@@ -475,10 +471,10 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 
 #[tokio::test]
 async fn the_git_sync_applies_a_commit_and_prunes_what_it_dropped() {
-    use mirrorfleet_operator::controller::gitsync::{self, FROM_GIT};
+    use mirrorfleet_operator::gitsync::{self, FROM_GIT};
     let text = "apiVersion: mirrorfleet.io/v1alpha1\nkind: Project\nmetadata:\n  name: videolan\nspec:\n  routing:\n    pathPrefix: /videolan/\n  source:\n    local: /srv/videolan\n---\napiVersion: mirrorfleet.io/v1alpha1\nkind: Sponsor\nmetadata:\n  name: acme\nspec:\n  displayName: Acme\n";
-    let outcome = mirrorfleet_crds::validate::validate(
-        &[mirrorfleet_crds::validate::SourceFile {
+    let outcome = mirrorfleet_validate::validate(
+        &[mirrorfleet_validate::SourceFile {
             name: "fleet.yaml",
             text,
         }],
@@ -546,8 +542,8 @@ async fn the_git_sync_applies_a_commit_and_prunes_what_it_dropped() {
 
 #[test]
 fn a_failed_scan_job_reaches_the_mirror_status() {
-    use mirrorfleet_operator::controller::assess::{Objects, assess};
-    use mirrorfleet_operator::controller::{failed_scans, status};
+    use mirrorfleet_operator::assess::{Objects, assess};
+    use mirrorfleet_operator::{failed_scans, status};
     let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "scan-m1-videolan-6a3f", "namespace": "default",

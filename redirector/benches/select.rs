@@ -15,8 +15,9 @@ use mirrorfleet_crds::state::{
     Availability, FileIndex, FleetState, HashKind, LocationState, MirrorProjectState, MirrorState,
     ProjectState,
 };
-use mirrorfleet_redirector::select::{ClientGeo, Facts, select};
-use mirrorfleet_redirector::snapshot::{Snapshot, cc, unit_vector};
+use mirrorfleet_geo::{ClientGeo, cc, unit_vector};
+use mirrorfleet_redirector::select::{Facts, select};
+use mirrorfleet_redirector::snapshot::Snapshot;
 
 fn world(mirrors: usize) -> Snapshot {
     let records: Vec<FileRecord> = (0..100_000)

@@ -9,7 +9,6 @@
 
 pub mod facts;
 pub mod filestats;
-pub mod geo;
 pub mod metrics;
 pub mod mirrorstats;
 pub mod request;

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipnet::IpNet;
-use mirrorfleet_redirector::geo::Geo;
+use mirrorfleet_geo::Geo;
 use mirrorfleet_redirector::server::{self, Config};
+use mirrorfleet_store::StoreArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,23 +27,8 @@ struct Args {
         value_delimiter = ','
     )]
     listen: Vec<SocketAddr>,
-    /// Redis URL.
-    #[arg(long, env = "MIRRORFLEET_REDIS")]
-    redis: Option<String>,
-    /// Sentinel URLs, with --sentinel-master.
-    #[arg(
-        long,
-        env = "MIRRORFLEET_SENTINELS",
-        value_delimiter = ',',
-        requires = "sentinel_master"
-    )]
-    sentinel: Vec<String>,
-    /// The master's name in the sentinels' configuration.
-    #[arg(long, env = "MIRRORFLEET_SENTINEL_MASTER")]
-    sentinel_master: Option<String>,
-    /// Embedded store directory (instead of Redis).
-    #[arg(long, env = "MIRRORFLEET_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// GeoIP City or Country database (MaxMind format).
     #[arg(long, env = "MIRRORFLEET_GEOIP_CITY")]
     geoip_city: Option<PathBuf>,
@@ -70,28 +56,14 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
-    server::block_on_main("mirrorfleet-redirector", async move {
+    mirrorfleet_runtime::init_logging(args.log_json);
+    mirrorfleet_runtime::block_on_main("mirrorfleet-redirector", async move {
         run(args).await.map(|()| ExitCode::SUCCESS)
     })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let store = mirrorfleet_store::open_store(args.redis.as_deref(), &args.sentinel, args.sentinel_master.as_deref(), args.state_dir.as_deref())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"))?;
+    let store = args.store.open().await?;
     let geo = Geo::open(args.geoip_city.clone(), args.geoip_asn.clone())?;
     let mut listeners = Vec::new();
     for addr in &args.listen {
@@ -107,7 +79,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stats_every: std::time::Duration::from_secs(args.stats_interval),
         ..Config::default()
     };
-    server::run(listeners, store, geo, config, server::shutdown_signal()).await;
+    server::run(
+        listeners,
+        store,
+        geo,
+        config,
+        mirrorfleet_runtime::shutdown_signal(),
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

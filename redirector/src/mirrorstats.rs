@@ -12,7 +12,9 @@ use hyper::Response;
 use serde_json::json;
 
 use crate::respond::{Body, esc, private_json, private_page};
-use crate::snapshot::{Mirror, Snapshot, cc_str};
+use mirrorfleet_geo::cc_str;
+
+use crate::snapshot::{Mirror, Snapshot};
 use crate::stats::FleetCounts;
 
 /// (label, https, IPv6) of the four health entries.

@@ -23,13 +23,15 @@ use mirrorfleet_store::Store;
 use tokio::net::TcpListener;
 
 use crate::filestats;
-use crate::geo::Geo;
 use crate::metrics::{Metrics, Outcome as M};
 use crate::request::{
     APT_LIST, CHECKSUMS, Form, clean_path, has_file, if_modified_since, query_has, query_value,
     suffix_form,
 };
-use crate::respond::{self, Body, encode_path};
+use mirrorfleet_crds::url::encode_path;
+use mirrorfleet_geo::Geo;
+
+use crate::respond::{self, Body};
 use crate::select::{self, Facts, Outcome};
 use crate::snapshot::Snapshot;
 use crate::stats::{self, Stats};
@@ -260,7 +262,7 @@ impl App {
             };
             return (r, m);
         }
-        let encoded = respond::encode_path(rel);
+        let encoded = encode_path(rel);
         let fallback_base = |i: usize| {
             snap.projects[project]
                 .state
@@ -491,7 +493,7 @@ pub async fn run<S: Store + Clone>(
                 Ok(true) => tracing::info!("GeoIP databases reloaded"),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %mirrorfleet_store::error_chain(&e), "GeoIP reload failed; keeping the old databases")
+                    tracing::warn!(error = %mirrorfleet_runtime::error_chain(&e), "GeoIP reload failed; keeping the old databases")
                 }
             }
         }
@@ -557,22 +559,6 @@ pub async fn run<S: Store + Clone>(
     app
 }
 
-/// Resolves on SIGINT or SIGTERM: the one shutdown signal both binaries fan out.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-}
-
 async fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let (mut resp, outcome) = match app.file_stats_ask(&req) {
@@ -590,30 +576,4 @@ async fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response
     }
     app.metrics.observe(outcome, started.elapsed());
     resp
-}
-
-/// Runs a binary's async `main` on a multi-thread runtime and turns the outcome into the exit
-/// status: `main`'s own code, or 2 with the error and its causes printed once as
-/// `program: error: …` (also when the runtime cannot start). Shared by both binaries.
-pub fn block_on_main(
-    program: &str,
-    main: impl std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
-) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{program}: error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(main) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("{program}: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
 }

@@ -13,33 +13,8 @@ use mirrorfleet_crds::state::{
     Action, Availability, Family, FileIndex, FleetState, MirrorState, PathClasses, ProbeScheme,
     ProjectState, RuleState,
 };
+use mirrorfleet_geo::{Cc, cc, unit_vector};
 use mirrorfleet_store::LoadedState;
-
-/// A two-letter country code as bytes.
-pub type Cc = [u8; 2];
-
-/// Parses a country code.
-pub fn cc(s: &str) -> Option<Cc> {
-    let b = s.as_bytes();
-    (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
-}
-
-/// A country code as text.
-pub fn cc_str(c: Cc) -> String {
-    String::from_utf8_lossy(&c).into_owned()
-}
-
-/// A point on the unit sphere, for distances without trigonometry per request.
-pub fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
-    let (la, lo) = (lat.to_radians(), lon.to_radians());
-    [la.cos() * lo.cos(), la.cos() * lo.sin(), la.sin()]
-}
-
-/// Great-circle distance in km between two unit vectors.
-pub fn distance_km(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    let dot = (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0);
-    dot.acos() * 6371.0
-}
 
 /// Health of one (scheme, family): `None` until probed (treated as up).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

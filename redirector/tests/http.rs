@@ -15,10 +15,10 @@ use mirrorfleet_crds::state::{
     LocationState, MirrorHealth, MirrorProjectState, MirrorState, ProbeScheme, ProjectState,
     SponsorState,
 };
-use mirrorfleet_redirector::geo::Geo;
+use mirrorfleet_geo::Geo;
 use mirrorfleet_redirector::server::{self, Config};
-use mirrorfleet_store::testing::{wait_for, within};
 use mirrorfleet_store::{EmbeddedStore, StateWriter, Store};
+use mirrorfleet_testkit::{wait_for, within};
 
 #[derive(serde::Serialize)]
 struct Code {
@@ -968,8 +968,8 @@ async fn h2c_ipv6_and_geoip_reloads() {
 /// comes back (same port, its data on disk): a change made there reaches the redirector.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_serving_through_a_store_outage_and_resyncs() {
-    use mirrorfleet_store::testing::Redis;
     use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget};
+    use mirrorfleet_testkit::Redis;
     let mut redis = Redis::start_with("appendonly yes\nappendfsync always");
     let connect = |url: String| async move {
         let mut config = RedisConfig::new(RedisTarget::Url(url));

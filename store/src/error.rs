@@ -8,6 +8,11 @@ use mirrorfleet_crds::state::DecodeError;
 /// Errors of the store crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// No flag names a store.
+    #[error(
+        "no store given: pass --redis URL, --sentinel URL --sentinel-master NAME, or --state-dir DIR"
+    )]
+    NoStore,
     /// A Redis command failed.
     #[error("redis {op} on {target} failed")]
     Redis {
@@ -71,6 +76,7 @@ impl Error {
     /// A fixed, low-cardinality label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::NoStore => "no_store",
             Error::Redis { .. } => "redis",
             Error::Decode { .. } => "decode",
             Error::Schema { .. } => "schema",

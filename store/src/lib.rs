@@ -15,12 +15,12 @@
 //! need it and neither may pull the other's dependencies: no kube, no git, no hyper here.
 
 mod any;
+#[cfg(feature = "clap")]
+mod args;
 mod embedded;
 mod error;
 mod redis;
 pub mod state;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,6 +29,8 @@ use mirrorfleet_crds::state::ChangeEvent;
 use mirrorfleet_crds::state::stats::StatsBatch;
 
 pub use any::{AnyStore, open as open_store};
+#[cfg(feature = "clap")]
+pub use args::StoreArgs;
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
 pub use redis::{RedisConfig, RedisStore, RedisTarget};
@@ -111,16 +113,4 @@ pub trait Store: Send + Sync + 'static {
         &self,
         wanted: &[(String, String)],
     ) -> impl Future<Output = Result<Vec<u64>>> + Send;
-}
-
-/// Formats an error with its causes, `a: b: c`, for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

@@ -441,7 +441,7 @@ pub async fn follow<S: Store + Clone>(
                 match reader.apply(&mut state, &event).await {
                     Ok(report) => {
                         for e in &report.errors {
-                            tracing::warn!(error = %crate::error_chain(e), "state key skipped");
+                            tracing::warn!(error = %mirrorfleet_runtime::error_chain(e), "state key skipped");
                         }
                         if !report.changed.is_empty() || tx.borrow().generation != state.generation
                         {
@@ -449,7 +449,7 @@ pub async fn follow<S: Store + Clone>(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %crate::error_chain(&e), "state sync failed; serving the last good state")
+                        tracing::warn!(error = %mirrorfleet_runtime::error_chain(&e), "state sync failed; serving the last good state")
                     }
                 }
             }

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use mirrorfleet_crds::state::{self, Family, HealthState, MirrorHealth, ProbeScheme};
 use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget, StateReader, StateWriter, Store};
-use support::{Redis, wait_until};
+use mirrorfleet_testkit::{Redis, wait_until};
 
 const MASTER: &str = "mfmaster";
 

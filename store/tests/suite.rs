@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +16,7 @@ use mirrorfleet_store::{
     Commit, EmbeddedStore, RedisConfig, RedisStore, RedisTarget, StateReader, StateWriter, Store,
     StoreEvent, follow,
 };
-use support::{Redis, wait_until, within};
+use mirrorfleet_testkit::{Redis, wait_until, within};
 
 fn fleet(mirrors: &[&str]) -> FleetState {
     FleetState {
@@ -157,9 +155,13 @@ async fn index_updates_move_only_changed_chunks<S: Store + Clone>(store: S) {
         "the replaced chunk is deleted"
     );
 
-    let event = within("the index change event", Duration::from_secs(10), events.recv())
-        .await
-        .unwrap();
+    let event = within(
+        "the index change event",
+        Duration::from_secs(10),
+        events.recv(),
+    )
+    .await
+    .unwrap();
     let StoreEvent::Changed(ev) = &event else {
         panic!("expected a change, got {event:?}")
     };
@@ -242,7 +244,7 @@ async fn a_corrupt_value_is_named_and_the_last_good_one_kept<S: Store + Clone>(s
         .unwrap();
     let report = reader.resync(&mut loaded).await.unwrap();
     assert_eq!(report.errors.len(), 1);
-    let message = mirrorfleet_store::error_chain(&report.errors[0]);
+    let message = mirrorfleet_runtime::error_chain(&report.errors[0]);
     assert!(
         message.starts_with(&format!("key {key}: truncated")),
         "{message}"
@@ -266,7 +268,7 @@ async fn a_corrupt_value_is_named_and_the_last_good_one_kept<S: Store + Clone>(s
     let messages: Vec<String> = report
         .errors
         .iter()
-        .map(|e| mirrorfleet_store::error_chain(e))
+        .map(|e| mirrorfleet_runtime::error_chain(e))
         .collect();
     assert!(
         messages.contains(&"key mf:v1:fleet: not a mirrorfleet value (bad magic bytes)".to_owned()),
@@ -386,7 +388,7 @@ async fn redis_foreign_types_and_schema_versions_are_named() {
     let messages: Vec<String> = report
         .errors
         .iter()
-        .map(|e| mirrorfleet_store::error_chain(e))
+        .map(|e| mirrorfleet_runtime::error_chain(e))
         .collect();
     assert_eq!(
         messages,

@@ -8,7 +8,9 @@ use hyper::{Response, StatusCode};
 use mirrorfleet_crds::state::HashKind;
 
 use super::{Body, choice_base, choice_url, esc, hex, private_page, text, unavailable};
-use crate::select::{ClientGeo, Decision};
+use mirrorfleet_geo::ClientGeo;
+
+use crate::select::Decision;
 use crate::snapshot::Snapshot;
 
 /// The apt `mirror+` list (apt-transport-mirror(1)): one base URL per line with explicit
@@ -30,7 +32,7 @@ pub fn apt_list(
     let mut out = String::with_capacity(128 + 80 * d.choices.len());
     let country = geo
         .country
-        .map_or_else(|| "unknown".into(), crate::snapshot::cc_str);
+        .map_or_else(|| "unknown".into(), mirrorfleet_geo::cc_str);
     let _ = writeln!(
         out,
         "# mirrorfleet: mirrors of {name} for {ip} (country {country}), best first"
@@ -109,7 +111,7 @@ pub fn metalink(
         priority += 1;
         x.push_str("    <url");
         if let Some(cc) = snap.mirrors[c.mirror].country {
-            let cc = crate::snapshot::cc_str(cc).to_ascii_lowercase();
+            let cc = mirrorfleet_geo::cc_str(cc).to_ascii_lowercase();
             let _ = write!(x, " location=\"{}\"", esc(&cc));
         }
         let _ = writeln!(x, " priority=\"{priority}\">{}</url>", esc(&url));
@@ -147,7 +149,8 @@ mod tests {
     use mirrorfleet_crds::state::{FileIndex, FleetState, ProjectState};
 
     use super::*;
-    use crate::select::{ClientGeo, Facts, select, select_project};
+    use crate::select::{Facts, select, select_project};
+    use mirrorfleet_geo::ClientGeo;
 
     /// A project whose one file no mirror and no fallback can serve.
     fn orphan() -> Snapshot {

@@ -5,8 +5,6 @@
 //! a mirror's or fallback's base URL and the file's path re-encoded segment by segment, so no
 //! request can produce a URL outside a configured base.
 
-use std::borrow::Cow;
-use std::fmt::Write;
 use std::ops::Range;
 
 use base64::Engine;
@@ -15,6 +13,7 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use mirrorfleet_crds::state::{FileEntry, HashKind};
+use mirrorfleet_crds::url::encode_path;
 
 use crate::select::Decision;
 use crate::snapshot::Snapshot;
@@ -27,27 +26,6 @@ pub use pages::{LISTING_LIMIT, json, listing, mirrorlist};
 
 /// A response body.
 pub type Body = Full<Bytes>;
-
-fn path_byte_ok(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b)
-}
-
-/// Percent-encodes a relative path: every byte but the unreserved and sub-delimiter
-/// characters, `:`, `@` and the `/` between segments (borrowed when nothing needs it).
-pub fn encode_path(path: &str) -> Cow<'_, str> {
-    if path.bytes().all(path_byte_ok) {
-        return Cow::Borrowed(path);
-    }
-    let mut out = String::with_capacity(path.len() + 8);
-    for b in path.bytes() {
-        if path_byte_ok(b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    Cow::Owned(out)
-}
 
 /// A `200` page about one client's request (JSON, mirror list): not to be cached by proxies.
 pub(crate) fn private_page(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {

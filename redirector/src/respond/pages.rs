@@ -9,8 +9,12 @@ use mirrorfleet_crds::state::index::DirEntry;
 use mirrorfleet_crds::state::{FileEntry, HashKind};
 use serde_json::json;
 
-use super::{Body, choice_url, encode_path, esc, hex, private_json, private_page};
-use crate::select::{ClientGeo, Decision};
+use mirrorfleet_crds::url::encode_path;
+
+use super::{Body, choice_url, esc, hex, private_json, private_page};
+use mirrorfleet_geo::ClientGeo;
+
+use crate::select::Decision;
 use crate::snapshot::Snapshot;
 
 fn file_json(file: &FileEntry<'_>) -> serde_json::Value {
@@ -30,7 +34,7 @@ fn file_json(file: &FileEntry<'_>) -> serde_json::Value {
 fn client_json(ip: std::net::IpAddr, geo: &ClientGeo) -> serde_json::Value {
     json!({
         "ip": ip.to_string(),
-        "country": geo.country.map(crate::snapshot::cc_str),
+        "country": geo.country.map(mirrorfleet_geo::cc_str),
         "continent": geo.continent.map(|c| c.code()),
         "asn": geo.asn,
     })
@@ -59,7 +63,7 @@ pub fn json(
                 "url": choice_url(snap, project, d, i, path),
                 "sponsor": m.sponsor.0,
                 "sponsorUrl": m.sponsor.1,
-                "country": m.country.map(crate::snapshot::cc_str),
+                "country": m.country.map(mirrorfleet_geo::cc_str),
                 "distanceKm": c.distance_km.map(|x| x.round()),
                 "tier": format!("{:?}", c.tier),
                 "share": (c.share * 1000.0).round() / 1000.0,
@@ -229,7 +233,7 @@ pub fn mirrorlist(
     }
     let country = geo
         .country
-        .map(crate::snapshot::cc_str)
+        .map(mirrorfleet_geo::cc_str)
         .unwrap_or_else(|| "unknown".into());
     let _ = write!(
         h,
@@ -248,7 +252,7 @@ pub fn mirrorlist(
             i + 1,
             esc(&m.state.name),
             esc(&m.sponsor.0),
-            m.country.map(crate::snapshot::cc_str).unwrap_or_default(),
+            m.country.map(mirrorfleet_geo::cc_str).unwrap_or_default(),
             c.distance_km.map_or("?".into(), |x| format!("{x:.0} km")),
             c.tier,
             c.share * 100.0,

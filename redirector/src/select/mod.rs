@@ -18,24 +18,11 @@
 
 use std::net::IpAddr;
 
-use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::{Action, FallbackState, FileEntry};
+use mirrorfleet_geo::{ClientGeo, distance_km};
 
-use crate::snapshot::{Cc, Hot, Snapshot, distance_km};
+use crate::snapshot::{Hot, Snapshot};
 use rank::{Scratch, rank, rank_key};
-
-/// What is known about the client.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ClientGeo {
-    /// Country.
-    pub country: Option<Cc>,
-    /// Continent.
-    pub continent: Option<Continent>,
-    /// Unit vector of its location.
-    pub point: Option<[f64; 3]>,
-    /// Autonomous system.
-    pub asn: Option<u32>,
-}
 
 /// The facts of one request.
 #[derive(Debug, Clone, Copy)]
@@ -552,7 +539,7 @@ fn fallback<'s>(
         .position(|f| {
             usable(f)
                 && g.country.is_some()
-                && f.country.as_deref().and_then(crate::snapshot::cc) == g.country
+                && f.country.as_deref().and_then(mirrorfleet_geo::cc) == g.country
         })
         .or_else(|| {
             fallbacks

@@ -12,7 +12,9 @@ use mirrorfleet_crds::state::{
 };
 
 use super::*;
-use crate::snapshot::{Snapshot, cc, unit_vector};
+use mirrorfleet_geo::{cc, unit_vector};
+
+use crate::snapshot::Snapshot;
 
 const T: i64 = 1_795_309_320;
 

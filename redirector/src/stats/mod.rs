@@ -23,7 +23,9 @@ use mirrorfleet_store::Store;
 use tokio::sync::oneshot;
 
 use crate::metrics::{self, Metrics};
-use crate::snapshot::{Cc, Snapshot};
+use mirrorfleet_geo::Cc;
+
+use crate::snapshot::Snapshot;
 
 /// Most distinct counters held per shard, and in a batch while the store is unreachable.
 const MAX_PENDING: usize = 500_000;
@@ -153,7 +155,7 @@ pub fn start<S: Store + Clone + 'static>(
                     store
                         .read_stat_fields(&wanted)
                         .await
-                        .map_err(|e| mirrorfleet_store::error_chain(&e))
+                        .map_err(|e| mirrorfleet_runtime::error_chain(&e))
                 })
             })
         },
@@ -432,7 +434,7 @@ impl Pending {
             for (c, n) in countries {
                 let c = match c {
                     0 => "--".to_owned(),
-                    c => crate::snapshot::cc_str(c.to_be_bytes()),
+                    c => mirrorfleet_geo::cc_str(c.to_be_bytes()),
                 };
                 batch.add_to(&country_key, &c, n);
             }
@@ -478,7 +480,7 @@ async fn read_back<S: Store>(store: &S, previous: &FleetCounts) -> FleetCounts {
         },
         failed => {
             let why = match failed {
-                Ok(Err(e)) => mirrorfleet_store::error_chain(&e),
+                Ok(Err(e)) => mirrorfleet_runtime::error_chain(&e),
                 _ => "the store did not answer within 5 s".to_owned(),
             };
             tracing::debug!(error = %why, "reading today's stats back failed");
@@ -498,7 +500,7 @@ async fn flush<S: Store>(store: &S, batch: &mut StatsBatch, metrics: &Metrics) {
         Ok(()) => *batch = StatsBatch::default(),
         Err(e) => {
             metrics.stats_flush_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %mirrorfleet_store::error_chain(&e), counters = batch.len(), "stats flush failed; keeping them for the next one");
+            tracing::warn!(error = %mirrorfleet_runtime::error_chain(&e), counters = batch.len(), "stats flush failed; keeping them for the next one");
         }
     }
 }

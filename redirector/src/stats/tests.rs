@@ -51,7 +51,7 @@ fn event<'s>(snap: &'s Arc<Snapshot>, file: usize, mirror: Option<usize>, cc: &s
         project: 0,
         file,
         mirror,
-        country: crate::snapshot::cc(cc),
+        country: mirrorfleet_geo::cc(cc),
         at: DAY * 86_400 + 3_600,
     }
 }

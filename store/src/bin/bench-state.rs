@@ -1,7 +1,7 @@
-//! Why this exists: DESIGN.md §4 promises that the fleet state stays compact — 1,000,000
-//! files × 100 mirrors well under 1 GiB of Redis — and that a redirector loads all of it in
-//! under 5 s. `scripts/bench-state` runs `write` then `load` (separate processes, so the
-//! reader's RSS is its own) against a redis-server it starts, and prints the figures.
+//! Why this exists: the fleet state must stay compact — 1,000,000 files × 100 mirrors well
+//! under 1 GiB of Redis — and a redirector must load all of it in under 5 s.
+//! `scripts/bench-state` runs `write` then `load` (separate processes, so the reader's RSS is
+//! its own) against a redis-server it starts, and prints the figures.
 //!
 //! Inputs are fixed and named: one project `bench` of N Debian-like paths with sizes, mtimes
 //! and SHA-256 digests from a seeded generator; M mirrors, a third complete, a third holding
@@ -175,7 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (state, report) = StateReader::new(store).load().await?;
             let load_s = started.elapsed().as_secs_f64();
             if let Some(e) = report.errors.first() {
-                return Err(mirrorfleet_store::error_chain(e).into());
+                return Err(mirrorfleet_runtime::error_chain(e).into());
             }
             let files = state.indexes.get("bench").map_or(0, |i| i.len());
             if files != args.files || state.availability.len() != args.mirrors {

@@ -1,0 +1,442 @@
+//! `mirrorfleet`: the fleet's admin CLI. Parses arguments, runs one command, prints errors
+//! once with their causes, and owns the exit codes: 0 success, 1 problems found, 2 could not
+//! run.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mirrorfleet_geo::{Geo, Locator};
+use mirrorfleet_manifests as manifests;
+use mirrorfleet_store::StoreArgs;
+use mirrorfleet_validate::Options;
+
+mod cmd;
+mod standalone;
+
+use cmd::GitArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mirrorfleet",
+    version,
+    about = "Download redirector and mirror-fleet manager"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check manifests (files or directories of multi-document YAML) as one fleet: schema,
+    /// CEL rules, references between resources and contradictions. Exit status 0 when all is
+    /// well, 1 when problems were found, 2 when the check could not run.
+    Validate {
+        /// Files or directories to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Ignore documents that are not mirrorfleet resources instead of reporting them.
+        #[arg(long)]
+        skip_foreign: bool,
+    },
+    /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
+    Crds,
+    /// Everything in one process, without Kubernetes or Redis: manifests compiled into an
+    /// embedded store, source and mirror scans in-process, and the redirector.
+    Standalone {
+        /// Directory of manifests (re-read every 10 s); with --git, the directory inside the
+        /// repository.
+        #[arg(long, required_unless_present = "git")]
+        manifests: Option<PathBuf>,
+        #[command(flatten)]
+        git: GitArgs,
+        /// Directory of the embedded store (kept across restarts).
+        #[arg(long, default_value = "./mirrorfleet-state")]
+        state_dir: PathBuf,
+        /// Address to listen on (repeat for several).
+        #[arg(long, default_value = "[::]:8080", value_delimiter = ',')]
+        listen: Vec<std::net::SocketAddr>,
+        /// GeoIP City or Country database (MaxMind format; see `mirrorfleet geoip build`).
+        #[arg(long)]
+        geoip_city: Option<PathBuf>,
+        /// GeoIP ASN database.
+        #[arg(long)]
+        geoip_asn: Option<PathBuf>,
+        /// Proxies (CIDR) whose forwarding headers are believed.
+        #[arg(long = "trusted-proxy", value_delimiter = ',')]
+        trusted_proxies: Vec<ipnet::IpNet>,
+        /// Minutes between mirror scans.
+        #[arg(long, default_value_t = 60)]
+        mirror_scan_minutes: u64,
+    },
+    /// The Kubernetes operator: leader election (Lease), controllers for Project, Mirror,
+    /// Sponsor and RegionRule, health checks and scan Jobs. Uses the in-cluster config or
+    /// the kubeconfig.
+    Operator {
+        /// Namespace of the resources, the Lease and the scan Jobs.
+        #[arg(long, env = "MIRRORFLEET_NAMESPACE", default_value = "mirrorfleet")]
+        namespace: String,
+        /// Name of the leader Lease.
+        #[arg(long, default_value = "mirrorfleet-operator")]
+        lease: String,
+        /// This replica's identity in the Lease (the pod name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Where `/metrics`, `/healthz` and `/readyz` listen.
+        #[arg(long, default_value = "[::]:9090")]
+        metrics_addr: std::net::SocketAddr,
+        /// Image of the scan Jobs (the operator's own).
+        #[arg(
+            long,
+            env = "MIRRORFLEET_IMAGE",
+            default_value = "ghcr.io/mirrorfleet/mirrorfleet:latest"
+        )]
+        image: String,
+        /// Scan Jobs running at once.
+        #[arg(long, default_value_t = 4)]
+        max_scans: usize,
+        /// Minutes between two scans of one mirror's project.
+        #[arg(long, default_value_t = 60)]
+        scan_interval_minutes: i64,
+        /// GeoIP City or Country database, to locate mirrors whose spec does not.
+        #[arg(long)]
+        geoip_city: Option<PathBuf>,
+        /// GeoIP ASN database, for mirrors whose spec lists no AS.
+        #[arg(long)]
+        geoip_asn: Option<PathBuf>,
+        #[command(flatten)]
+        git: GitArgs,
+        /// Directory of the manifests inside the Git repository.
+        #[arg(long, default_value = "")]
+        git_path: String,
+        /// Where the Git working copy lives.
+        #[arg(long, default_value = "/tmp/mirrorfleet")]
+        work_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// GeoIP databases.
+    Geoip {
+        #[command(subcommand)]
+        what: GeoipCommand,
+    },
+    /// Scan a project's source or a mirror, and write the result to the store.
+    Scan {
+        #[command(subcommand)]
+        what: ScanCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GeoipCommand {
+    /// Build country.mmdb and asn.mmdb from Debian's libloc-database (IPFire, CC BY-SA 4.0):
+    /// no MaxMind licence needed. Coordinates are country centroids (approximate).
+    Build {
+        /// Directory to write country.mmdb and asn.mmdb into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Read this `location dump` output instead of running `location dump`.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScanCommand {
+    /// Build a project's index from its source (local tree or upstream) and store it.
+    Source {
+        /// The project.
+        #[arg(long)]
+        project: String,
+        /// Read the fleet from these manifests instead of the store.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// No progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Scan a mirror (all its projects, or one) and store what it holds.
+    Mirror {
+        /// The mirror.
+        #[arg(long)]
+        mirror: String,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Read the fleet from these manifests instead of the store.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// One problem per line: `file:line: Kind/name: field.path: what is wrong`.
+    Text,
+    /// A JSON object for tools.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mirrorfleet_runtime::init_logging(false);
+    mirrorfleet_runtime::block_on_main("mirrorfleet", run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Scan { what } => scan(what).await,
+        Command::Standalone {
+            manifests,
+            git,
+            state_dir,
+            listen,
+            geoip_city,
+            geoip_asn,
+            trusted_proxies,
+            mirror_scan_minutes,
+        } => {
+            let store = mirrorfleet_store::EmbeddedStore::open(&state_dir)?;
+            let path = manifests
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let interval = git.git_interval.max(1);
+            let git = git.source(&state_dir, &path);
+            let reload_every =
+                std::time::Duration::from_secs(if git.is_some() { interval } else { 10 });
+            let locator = match (&geoip_city, &geoip_asn) {
+                (None, None) => None,
+                _ => Some(std::sync::Arc::new(Locator::new(Geo::open(
+                    geoip_city.clone(),
+                    geoip_asn.clone(),
+                )?))),
+            };
+            let settings = standalone::Settings {
+                manifests: manifests.unwrap_or_default(),
+                git,
+                locator,
+                reload_every,
+                source_every: std::time::Duration::from_secs(300),
+                mirror_every: std::time::Duration::from_secs(mirror_scan_minutes.max(1) * 60),
+                recheck_every: std::time::Duration::from_secs(5),
+            };
+            let task = standalone::maintain(settings, store.clone()).await?;
+            let geo = Geo::open(geoip_city, geoip_asn)?;
+            let mut listeners = Vec::new();
+            for addr in &listen {
+                listeners.push(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+                );
+                tracing::info!(%addr, "listening");
+            }
+            let config = mirrorfleet_redirector::server::Config {
+                trusted_proxies,
+                ..Default::default()
+            };
+            mirrorfleet_redirector::server::run(
+                listeners,
+                store,
+                geo,
+                config,
+                mirrorfleet_runtime::shutdown_signal(),
+            )
+            .await;
+            task.abort();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Operator {
+            namespace,
+            lease,
+            identity,
+            metrics_addr,
+            image,
+            max_scans,
+            scan_interval_minutes,
+            geoip_city,
+            geoip_asn,
+            git,
+            git_path,
+            work_dir,
+            store,
+        } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+            let store_args = store.to_args();
+            let settings = mirrorfleet_operator::run::Settings {
+                namespace,
+                lease,
+                identity: identity.unwrap_or_else(|| format!("mirrorfleet-{}", std::process::id())),
+                metrics_addr,
+                jobs: mirrorfleet_operator::jobs::JobSettings {
+                    image,
+                    store_args,
+                    max_concurrent: max_scans.max(1),
+                    ..Default::default()
+                },
+                scan_interval_seconds: scan_interval_minutes.max(1) * 60,
+                locator: match (&geoip_city, &geoip_asn) {
+                    (None, None) => None,
+                    _ => Some(std::sync::Arc::new(Locator::new(Geo::open(
+                        geoip_city, geoip_asn,
+                    )?))),
+                },
+                git: git
+                    .source(&work_dir, &git_path)
+                    .map(|s| (s, std::time::Duration::from_secs(git.git_interval.max(1)))),
+            };
+            mirrorfleet_operator::run::run(client, store.open().await?, settings, cmd::now).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Geoip {
+            what: GeoipCommand::Build { out, dump },
+        } => {
+            let text = match dump {
+                Some(p) => std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+                None => mirrorfleet_geo::build::dump_from_libloc()?,
+            };
+            std::fs::create_dir_all(&out)?;
+            let built = mirrorfleet_geo::build::build(&text, &out)?;
+            println!(
+                "wrote {}/country.mmdb ({} networks) and {}/asn.mmdb ({} networks); {} skipped",
+                out.display(),
+                built.countries,
+                out.display(),
+                built.asns,
+                built.skipped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate {
+            paths,
+            format,
+            skip_foreign,
+        } => validate(&paths, format, Options { skip_foreign }),
+        Command::Crds => {
+            print!("{}", mirrorfleet_crds::v1alpha1::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(paths: &[PathBuf], format: Format, options: Options) -> anyhow::Result<ExitCode> {
+    let manifests = manifests::read(paths)?;
+    let outcome = manifests.validate(options);
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Format::Text => {
+            for problem in &outcome.problems {
+                writeln!(stdout, "{problem}")?;
+            }
+            let n = outcome.problems.len();
+            eprintln!(
+                "{} in {} document{} of {} file{}",
+                match n {
+                    0 => "no problems".to_owned(),
+                    1 => "1 problem".to_owned(),
+                    n => format!("{n} problems"),
+                },
+                outcome.documents,
+                if outcome.documents == 1 { "" } else { "s" },
+                manifests.files.len() + manifests.problems.len(),
+                if manifests.files.len() + manifests.problems.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+            );
+        }
+        Format::Json => {
+            let report = serde_json::json!({
+                "files": manifests.files.len() + manifests.problems.len(),
+                "documents": outcome.documents,
+                "problems": outcome.problems,
+            });
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+    }
+    stdout.flush()?;
+    Ok(if outcome.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn scan(what: ScanCommand) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    match what {
+        ScanCommand::Source {
+            project,
+            manifests,
+            store,
+            no_progress,
+        } => {
+            let progress = !no_progress && std::io::stderr().is_terminal();
+            let index =
+                cmd::scan_source(&project, manifests.as_ref(), store.open().await?, progress)
+                    .await?;
+            println!(
+                "project {project}: {} files, {} bytes, serial {}",
+                index.len(),
+                index.total_bytes(),
+                index.serial
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ScanCommand::Mirror {
+            mirror,
+            project,
+            manifests,
+            store,
+        } => {
+            let results = cmd::scan_mirror(
+                &mirror,
+                project.as_deref(),
+                manifests.as_ref(),
+                store.open().await?,
+            )
+            .await?;
+            let mut failed = false;
+            for r in results {
+                match r {
+                    Ok(s) => {
+                        let c = s.availability.counts;
+                        println!(
+                            "mirror {mirror}, project {} ({}): {} files, {} bytes, {} missing, {} mismatched",
+                            s.availability.project,
+                            s.protocol,
+                            c.files,
+                            c.bytes,
+                            c.missing,
+                            c.mismatched
+                        );
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("mirrorfleet: {e}");
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The verdict of one (mirror, scheme, address family): a pure state machine over probe
+//! outcomes. A mirror not yet probed counts as up (the redirectors treat a missing entry as
+//! healthy), so a new mirror gets traffic at once and loses it after `failure_threshold`
+//! consecutive failures; a down mirror comes back after `success_threshold` consecutive
+//! successes — and, after a long outage, only once it has been rescanned, since whatever it
+//! held before may be stale.
+
+use mirrorfleet_crds::state::HealthCheckState;
+
+use super::probe::Outcome;
+
+/// An outage longer than this needs a rescan before the mirror gets traffic again.
+pub const LONG_OUTAGE_SECONDS: i64 = 15 * 60;
+
+/// A change of verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Out of rotation.
+    Down {
+        /// PascalCase reason (`ConnectRefused`, `Timeout`, …).
+        reason: String,
+        /// What the last probe saw.
+        message: String,
+    },
+    /// Healthy again after a long outage: rescan it, then call [`Tracker::rescanned`].
+    RescanFirst,
+    /// Back in rotation (or first seen healthy).
+    Up,
+}
+
+/// The state of one (mirror, scheme, family).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracker {
+    /// `None` until a verdict is reached; `Some(true)` up, `Some(false)` down.
+    pub up: Option<bool>,
+    /// Reason of the current verdict.
+    pub reason: String,
+    /// Message of the current verdict.
+    pub message: String,
+    /// When the current verdict started (Unix seconds).
+    pub since: i64,
+    /// Waiting for a rescan before coming back.
+    pub awaiting_rescan: bool,
+    fails: u32,
+    oks: u32,
+}
+
+impl Tracker {
+    /// Takes one probe outcome at `now`; returns the change of verdict, if any.
+    pub fn observe(
+        &mut self,
+        outcome: &Outcome,
+        now: i64,
+        policy: &HealthCheckState,
+    ) -> Option<Change> {
+        match outcome {
+            Outcome::Ok => {
+                self.fails = 0;
+                self.oks = self.oks.saturating_add(1);
+                match self.up {
+                    // Never judged: one success is enough (it was already getting traffic).
+                    None => {
+                        self.set(true, "Ok", "probe succeeded", now);
+                        Some(Change::Up)
+                    }
+                    Some(true) => None,
+                    Some(false) if self.awaiting_rescan => None,
+                    Some(false) if self.oks >= policy.success_threshold => {
+                        if now - self.since >= LONG_OUTAGE_SECONDS {
+                            self.awaiting_rescan = true;
+                            self.reason = "RescanPending".into();
+                            self.message = format!(
+                                "answering again after {} s down; rescanning before traffic",
+                                now - self.since
+                            );
+                            Some(Change::RescanFirst)
+                        } else {
+                            self.set(true, "Ok", "probes succeed again", now);
+                            Some(Change::Up)
+                        }
+                    }
+                    Some(false) => None,
+                }
+            }
+            Outcome::Failed(f) => {
+                self.oks = 0;
+                self.fails = self.fails.saturating_add(1);
+                if self.awaiting_rescan {
+                    // Failed again while waiting: the outage goes on.
+                    self.awaiting_rescan = false;
+                    self.reason = f.reason().into();
+                    self.message = f.to_string();
+                    return None;
+                }
+                match self.up {
+                    Some(false) => {
+                        // Still down: keep the reason current, but it is not a change.
+                        self.reason = f.reason().into();
+                        self.message = f.to_string();
+                        None
+                    }
+                    _ if self.fails >= policy.failure_threshold => {
+                        self.set(false, f.reason(), &f.to_string(), now);
+                        Some(Change::Down {
+                            reason: f.reason().into(),
+                            message: f.to_string(),
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// The rescan asked for by [`Change::RescanFirst`] is done: back in rotation.
+    pub fn rescanned(&mut self, now: i64) -> Option<Change> {
+        if !self.awaiting_rescan {
+            return None;
+        }
+        self.awaiting_rescan = false;
+        self.set(
+            true,
+            "Ok",
+            "probes succeed again and the mirror was rescanned",
+            now,
+        );
+        Some(Change::Up)
+    }
+
+    fn set(&mut self, up: bool, reason: &str, message: &str, now: i64) {
+        self.up = Some(up);
+        self.reason = reason.into();
+        self.message = message.into();
+        self.since = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Failure;
+
+    fn refused() -> Outcome {
+        Outcome::Failed(Failure::ConnectRefused("127.0.0.1:1".into()))
+    }
+
+    /// Feeds `steps` one second apart from t=0; returns the changes with their times.
+    fn run(t: &mut Tracker, steps: &[Outcome], start: i64) -> Vec<(i64, Change)> {
+        let policy = HealthCheckState::default();
+        steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| {
+                let now = start + i as i64;
+                t.observe(o, now, &policy).map(|c| (now, c))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        use Outcome::Ok as OK;
+        let down = |reason: &str| Change::Down {
+            reason: reason.into(),
+            message: String::new(),
+        };
+        let timeout = || Outcome::Failed(Failure::Timeout(2));
+        let status = |s| Outcome::Failed(Failure::Status(s));
+        // (name, outcomes, expected changes as (index, change))
+        type Case = (&'static str, Vec<Outcome>, Vec<(i64, Change)>);
+        let cases: Vec<Case> = vec![
+            (
+                "first success marks it up",
+                vec![OK, OK],
+                vec![(0, Change::Up)],
+            ),
+            (
+                "one lost probe changes nothing",
+                vec![OK, timeout(), OK, OK],
+                vec![(0, Change::Up)],
+            ),
+            (
+                "two failures in a row take it down",
+                vec![OK, refused(), refused(), refused()],
+                vec![(0, Change::Up), (2, down("ConnectRefused"))],
+            ),
+            (
+                "alternating failures never take it down",
+                vec![OK, status(503), OK, status(503), OK, status(503)],
+                vec![(0, Change::Up)],
+            ),
+            (
+                "a never-probed mirror goes down on the threshold too",
+                vec![status(502), status(502)],
+                vec![(1, down("HttpStatus"))],
+            ),
+            (
+                "back after three successes in a row",
+                vec![refused(), refused(), OK, OK, timeout(), OK, OK, OK],
+                vec![(1, down("ConnectRefused")), (7, Change::Up)],
+            ),
+        ];
+        for (name, outcomes, want) in cases {
+            let mut t = Tracker::default();
+            let got: Vec<(i64, Change)> = run(&mut t, &outcomes, 0)
+                .into_iter()
+                .map(|(i, c)| match c {
+                    Change::Down { reason, .. } => (
+                        i,
+                        Change::Down {
+                            reason,
+                            message: String::new(),
+                        },
+                    ),
+                    c => (i, c),
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_reason_is_precise_and_kept_current_while_down() {
+        let mut t = Tracker::default();
+        run(&mut t, &[refused(), refused()], 0);
+        assert_eq!((t.up, t.reason.as_str()), (Some(false), "ConnectRefused"));
+        assert!(t.message.contains("127.0.0.1:1"), "{}", t.message);
+        let since = t.since;
+        run(&mut t, &[Outcome::Failed(Failure::Timeout(2))], 10);
+        assert_eq!(t.reason, "Timeout");
+        assert_eq!(t.since, since, "still the same outage");
+    }
+
+    #[test]
+    fn a_long_outage_needs_a_rescan_first() {
+        let policy = HealthCheckState::default();
+        let mut t = Tracker::default();
+        run(&mut t, &[refused(), refused()], 0);
+        let back = LONG_OUTAGE_SECONDS + 100;
+        assert_eq!(t.observe(&Outcome::Ok, back, &policy), None);
+        assert_eq!(t.observe(&Outcome::Ok, back + 1, &policy), None);
+        assert_eq!(
+            t.observe(&Outcome::Ok, back + 2, &policy),
+            Some(Change::RescanFirst)
+        );
+        assert_eq!(t.up, Some(false), "no traffic before the rescan");
+        assert_eq!(t.observe(&Outcome::Ok, back + 3, &policy), None);
+        assert_eq!(t.rescanned(back + 4), Some(Change::Up));
+        assert_eq!(t.up, Some(true));
+        assert_eq!(t.rescanned(back + 5), None, "only once");
+    }
+
+    #[test]
+    fn a_failure_while_awaiting_the_rescan_cancels_it() {
+        let policy = HealthCheckState::default();
+        let mut t = Tracker::default();
+        run(&mut t, &[refused(), refused()], 0);
+        let back = LONG_OUTAGE_SECONDS + 100;
+        for i in 0..3 {
+            t.observe(&Outcome::Ok, back + i, &policy);
+        }
+        assert!(t.awaiting_rescan);
+        assert_eq!(t.observe(&refused(), back + 3, &policy), None);
+        assert_eq!(
+            t.rescanned(back + 4),
+            None,
+            "the rescan no longer brings it back"
+        );
+        assert_eq!(t.up, Some(false));
+    }
+}
