@@ -13,6 +13,8 @@ use super::{Limits, ListedFile, Listing, ScanError, excerpt, safe_relative_path,
 const MAX_PAGE: usize = 8 * 1024 * 1024;
 /// Largest trace file read.
 const MAX_TRACE: usize = 64 * 1024;
+/// Longest `<a …>` tag looked into; longer ones are not links of an autoindex page.
+const MAX_TAG: usize = 8 * 1024;
 
 /// A size as an autoindex page shows it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,17 +58,68 @@ pub struct Entry {
     pub mtime: Option<i64>,
 }
 
+/// The first occurrence of a needle at or after a position, remembered: queries at positions
+/// that only move forward scan the text once in all, so a page is parsed in linear time
+/// however its tags are (un)closed.
+struct Next<'a> {
+    text: &'a str,
+    needle: &'static str,
+    /// The first occurrence at or after `from` is `hit` (nothing searched yet: `from` is MAX).
+    from: usize,
+    hit: Option<usize>,
+    /// Bytes looked at so far (what the linear bound is about).
+    scanned: usize,
+}
+
+impl<'a> Next<'a> {
+    fn new(text: &'a str, needle: &'static str) -> Self {
+        Next {
+            text,
+            needle,
+            from: usize::MAX,
+            hit: None,
+            scanned: 0,
+        }
+    }
+
+    fn at_or_after(&mut self, pos: usize) -> Option<usize> {
+        let known = self.from <= pos && self.hit.is_none_or(|h| h >= pos);
+        if !known {
+            self.from = pos;
+            self.hit = self
+                .text
+                .get(pos..)
+                .and_then(|s| s.find(self.needle))
+                .map(|i| pos + i);
+            let end = self.hit.map_or(self.text.len(), |h| h + self.needle.len());
+            self.scanned += end.saturating_sub(pos);
+        }
+        self.hit
+    }
+}
+
 /// Parses an autoindex page into its entries. Links that leave the directory (parent, absolute,
-/// other hosts, queries for sorting) are ignored.
+/// other hosts, queries for sorting) are ignored. Linear in the page's length.
 pub fn parse_autoindex(html: &str) -> Vec<Entry> {
+    parse_autoindex_counted(html).0
+}
+
+/// [`parse_autoindex`], and how many bytes its searches looked at (for the linear bound's test).
+fn parse_autoindex_counted(html: &str) -> (Vec<Entry>, usize) {
     let mut entries = Vec::new();
     let lower = html.to_ascii_lowercase();
+    let (mut links, mut next_links) = (Next::new(&lower, "<a "), Next::new(&lower, "<a "));
+    let mut tag_ends = Next::new(&lower, ">");
+    let mut closes = Next::new(&lower, "</a>");
     let mut pos = 0;
-    while let Some(start) = lower[pos..].find("<a ").map(|i| pos + i) {
-        let tag_end = match lower[start..].find('>') {
-            Some(i) => start + i,
-            None => break,
+    while let Some(start) = links.at_or_after(pos) {
+        let Some(tag_end) = tag_ends.at_or_after(start) else {
+            break;
         };
+        if tag_end - start > MAX_TAG {
+            pos = start + 3;
+            continue;
+        }
         pos = tag_end + 1;
         let Some(href) = attribute(&html[start..tag_end], "href") else {
             continue;
@@ -87,8 +140,8 @@ pub fn parse_autoindex(html: &str) -> Vec<Entry> {
         if name.contains('/') || !safe_relative_path(&name) {
             continue;
         }
-        let close = lower[pos..].find("</a>").map_or(pos, |i| pos + i + 4);
-        let next = lower[close..].find("<a ").map_or(html.len(), |i| close + i);
+        let close = closes.at_or_after(pos).map_or(pos, |i| i + 4);
+        let next = next_links.at_or_after(close).unwrap_or(html.len());
         let line_end = html[close..next].find('\n').map_or(next, |i| close + i);
         let tail = strip_tags(&html[close..line_end.max(close)]);
         let tokens: Vec<&str> = tail.split_whitespace().collect();
@@ -104,7 +157,8 @@ pub fn parse_autoindex(html: &str) -> Vec<Entry> {
             mtime: parse_date(&tokens),
         });
     }
-    entries
+    let scanned = links.scanned + next_links.scanned + tag_ends.scanned + closes.scanned;
+    (entries, scanned)
 }
 
 fn attribute(tag: &str, name: &str) -> Option<String> {
@@ -191,14 +245,16 @@ fn parse_size(t: &str) -> Option<Size> {
         return t.parse().ok().map(Size::Exact);
     }
     let t = t.trim_end_matches('B').trim_end_matches('i');
-    let (num, unit) = t.split_at(t.len().checked_sub(1)?);
-    let unit = match unit {
-        "K" | "k" => 1u64 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
+    // The unit is the last character, whatever its width (pages hold any text).
+    let mut chars = t.chars();
+    let unit = match chars.next_back()? {
+        'K' | 'k' => 1u64 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        'T' => 1 << 40,
         _ => return None,
     };
+    let num = chars.as_str();
     let v: f64 = num.parse().ok()?;
     (v.is_finite() && v >= 0.0).then_some(Size::Approx(v, unit))
 }

@@ -374,6 +374,8 @@ mod tests {
             "-rw-r--r--  12 2026/11/22 01:02:03 a//b",
             "-rw-r--r--  12 2026/11/22",
             "@ERROR: Unknown module 'x'",
+            // Found by fuzzing: an absurd year overflowed the day count.
+            "-rw-r--r-- 1 2000000000000/1/2 1:2:3 x",
         ] {
             assert_eq!(parse_line(bad), None, "{bad}");
         }

@@ -46,5 +46,7 @@ mod tests {
         assert_eq!(parse("1795309323\n"), Some(1_795_309_323));
         assert_eq!(parse("<html>nope</html>"), None);
         assert_eq!(parse(""), None);
+        // Found by fuzzing: an absurd year overflowed the day count.
+        assert_eq!(parse("t Nov 2 2:2:3 751255125555"), None);
     }
 }

@@ -123,8 +123,8 @@ impl Availability {
         let mut mutable = Vec::with_capacity(count);
         let mut prev = 0u64;
         for _ in 0..count {
-            let id = prev + c.uvarint("mutable file id")?;
-            let id32 = u32::try_from(id).map_err(|_| DecodeError::Invalid {
+            let id = prev.checked_add(c.uvarint("mutable file id")?);
+            let id32 = id.and_then(|id| u32::try_from(id).ok()).ok_or_else(|| DecodeError::Invalid {
                 what: "mutable file id",
                 offset: c.offset(),
                 why: "too large".into(),
@@ -134,7 +134,7 @@ impl Availability {
                 size: c.uvarint("mutable size")?,
                 mtime: c.ivarint("mutable mtime")?,
             });
-            prev = id;
+            prev = u64::from(id32);
         }
         if !c.is_empty() {
             return Err(DecodeError::Invalid {

@@ -218,9 +218,15 @@ impl FileIndex {
         self.slots.is_empty()
     }
 
-    /// Total bytes of all files.
+    /// Total bytes of all files. A decoded index never exceeds `u64::MAX` in all (the decoder
+    /// refuses one that would); an index built from a scan saturates there rather than wrap.
     pub fn total_bytes(&self) -> u64 {
-        self.slots.iter().map(|s| s.size).sum()
+        self.checked_total_bytes().unwrap_or(u64::MAX)
+    }
+
+    /// Total bytes of all files, `None` if the sum does not fit in 64 bits.
+    fn checked_total_bytes(&self) -> Option<u64> {
+        self.slots.iter().try_fold(0u64, |sum, s| sum.checked_add(s.size))
     }
 
     /// Finds a file by path (relative, no leading `/`).
@@ -460,6 +466,13 @@ impl FileIndex {
             index.digests.extend_from_slice(d.unwrap_or_default());
         }
         index.slots = order.iter().map(|i| index.slots[*i]).collect();
+        if index.checked_total_bytes().is_none() {
+            return Err(DecodeError::Invalid {
+                what: "index",
+                offset: 0,
+                why: "file sizes add up to more than 2^64 bytes".into(),
+            });
+        }
         index.arena.shrink_to_fit();
         index.table = PathTable::build(&index);
         Ok(index)
@@ -595,7 +608,9 @@ impl IndexChunk {
         let mut prev_path: (usize, usize) = (0, 0);
         for n in 0..count {
             let delta = c.uvarint("file id")?;
-            let id = prev_id + delta;
+            let Some(id) = prev_id.checked_add(delta) else {
+                return Err(invalid(&c, "file id", "overflows"));
+            };
             if (n > 0 && delta == 0) || id >= base + u64::from(CHUNK_FILES) {
                 return Err(invalid(
                     &c,

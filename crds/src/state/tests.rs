@@ -154,6 +154,70 @@ fn corrupt_values_are_named_never_panic() {
     }
 }
 
+/// Found by fuzzing: ids are deltas, and a huge delta overflowed the running id (a panic with
+/// overflow checks, a wrong id without). Now each is a decode error naming the field.
+#[test]
+fn id_deltas_that_overflow_are_decode_errors() {
+    use super::codec::{put_bytes, put_ivarint, put_uvarint};
+    let mut chunk = Vec::new();
+    for v in [0u64, 2, 0] {
+        put_uvarint(&mut chunk, v); // chunk 0, two files, no digests
+    }
+    put_uvarint(&mut chunk, 5); // the first file's id
+    put_uvarint(&mut chunk, 0);
+    put_bytes(&mut chunk, b"a");
+    put_uvarint(&mut chunk, 1);
+    put_ivarint(&mut chunk, 0);
+    put_uvarint(&mut chunk, u64::MAX); // 5 + this overflows
+    let err = IndexChunk::decode(&envelope::encode(Kind::IndexChunk, &chunk)).unwrap_err();
+    assert!(err.to_string().contains("file id"), "{err}");
+
+    let mut avail = Vec::new();
+    for s in [&b"m"[..], b"p", b"s"] {
+        put_bytes(&mut avail, s);
+    }
+    put_ivarint(&mut avail, 0);
+    avail.push(0); // no last sync
+    for _ in 0..4 {
+        put_uvarint(&mut avail, 0);
+    }
+    let mut bitmap = Vec::new();
+    roaring::RoaringBitmap::new()
+        .serialize_into(&mut bitmap)
+        .unwrap();
+    put_bytes(&mut avail, &bitmap);
+    put_uvarint(&mut avail, 2);
+    for delta in [5, u64::MAX] {
+        put_uvarint(&mut avail, delta);
+        put_uvarint(&mut avail, 1);
+        put_ivarint(&mut avail, 0);
+    }
+    let err = Availability::decode(&envelope::encode(Kind::Availability, &avail)).unwrap_err();
+    assert!(err.to_string().contains("mutable file id"), "{err}");
+}
+
+/// Found by fuzzing: file sizes whose sum passes 2^64 wrapped. A decoded index refuses them;
+/// one built from a scan saturates instead of wrapping.
+#[test]
+fn sizes_past_two_to_the_64_are_refused_when_decoded() {
+    let index = FileIndex::build(
+        "p",
+        "s",
+        &[HashKind::Sha256],
+        vec![record("a", u64::MAX, 1), record("b", 2, 2)],
+        None,
+    );
+    assert_eq!(index.total_bytes(), u64::MAX);
+    let (meta, chunks) = index.encode(1);
+    let decoded: Vec<IndexChunk> = chunks
+        .iter()
+        .map(|(_, v)| IndexChunk::decode(v).unwrap())
+        .collect();
+    let refs: Vec<&IndexChunk> = decoded.iter().collect();
+    let err = FileIndex::from_chunks(&meta, &refs).unwrap_err();
+    assert!(err.to_string().contains("2^64"), "{err}");
+}
+
 #[test]
 fn metadata_and_chunks_must_agree() {
     let index = FileIndex::build("p", "s", &[HashKind::Sha256], sample(10), None);

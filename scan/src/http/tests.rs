@@ -60,3 +60,40 @@ fn hostile_links_are_ignored() {
         ["ok"]
     );
 }
+
+/// Found by fuzzing: a size-like word ending in a multi-byte character split a string inside
+/// that character (a panic in release builds too).
+#[test]
+fn non_ascii_words_after_a_link_are_not_sizes() {
+    let e = parse_autoindex("<a href=\x01>\u{fc}");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].size, None);
+    assert_eq!(parse_size("1.2\u{fc}"), None);
+    assert_eq!(parse_size("\u{fc}"), None);
+    assert_eq!(parse_size("1.2M"), Some(Size::Approx(1.2, 1 << 20)));
+    assert_eq!(parse_size("3KiB"), Some(Size::Approx(3.0, 1 << 10)));
+}
+
+/// Found by fuzzing: links without `</a>` (or tags without `>`) made each link search to the
+/// end of the page — quadratic, 100 s for 1 MiB. The searches now look at each byte a bounded
+/// number of times whatever the page holds.
+#[test]
+fn hostile_pages_are_parsed_in_linear_time() {
+    let unclosed = "<a href=x>".repeat(100_000);
+    let (entries, scanned) = parse_autoindex_counted(&unclosed);
+    assert_eq!(entries.len(), 100_000);
+    assert!(entries.iter().all(|e| e.name == "x" && !e.dir));
+    assert!(
+        scanned <= 8 * unclosed.len(),
+        "{scanned} bytes scanned for a page of {}",
+        unclosed.len()
+    );
+    let no_gt = format!("{}>", "<a ".repeat(300_000));
+    let (entries, scanned) = parse_autoindex_counted(&no_gt);
+    assert!(entries.is_empty());
+    assert!(scanned <= 8 * no_gt.len(), "{scanned} bytes for {}", no_gt.len());
+    let mixed = "<a href=\"f\">f</a> 1M\n<a href=y>".repeat(20_000);
+    let (entries, scanned) = parse_autoindex_counted(&mixed);
+    assert_eq!(entries.len(), 40_000);
+    assert!(scanned <= 8 * mixed.len(), "{scanned} bytes for {}", mixed.len());
+}
