@@ -5,9 +5,14 @@
 //! can name `file:line`. Scalars resolve as kubectl resolves them (YAML 1.1 booleans such as
 //! `NO` or `on` become booleans), and the original text of such scalars is remembered so that
 //! the schema check can suggest quoting them. Hostile input is bounded: nesting depth, node
-//! count (aliases included, so "billion laughs" stops early) and duplicate keys are errors.
+//! count (aliases included, so "billion laughs" stops early), the bytes that aliases expand
+//! to (at most [`EXPANSION_PER_BYTE`] times the file, plus [`EXPANSION_SLACK`]) and duplicate
+//! keys are errors. Field paths are kept as a tree of segments, so their memory grows with the
+//! number of keys, not with their depth: loading a file takes memory proportional to its size
+//! (a test holds hostile shapes under 20 times the file's size).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -16,6 +21,13 @@ use serde_json::{Map, Number, Value};
 const MAX_DEPTH: usize = 64;
 /// Most nodes accepted in one file, counting every expansion of an alias.
 const MAX_NODES: usize = 250_000;
+/// What a document may expand to, in bytes per byte of the file: scalars and keys count their
+/// text, every node [`NODE_BYTES`] more, and an alias everything its anchor holds.
+pub const EXPANSION_PER_BYTE: usize = 8;
+/// Expansion allowed beyond [`EXPANSION_PER_BYTE`], so that small files may use aliases.
+pub const EXPANSION_SLACK: usize = 1 << 20;
+/// What one node costs in the expansion count, besides its text.
+const NODE_BYTES: usize = 64;
 
 /// One YAML document of a file.
 #[derive(Debug, Clone)]
@@ -28,30 +40,162 @@ pub struct Document {
     pub lines: Lines,
 }
 
-/// Field path → line, and the text of scalars that YAML 1.1 reads as booleans.
-#[derive(Debug, Clone, Default)]
+/// One step of a field path: a mapping key or a sequence index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Segment<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+/// A node of the path tree: the root (the document) is node 0.
+type NodeId = u32;
+
+/// The children map's keys are SipHash values already: hashing them again would only cost.
+#[derive(Debug, Clone, Copy, Default)]
+struct PassThrough;
+
+impl BuildHasher for PassThrough {
+    type Hasher = PassThroughHasher;
+
+    fn build_hasher(&self) -> PassThroughHasher {
+        PassThroughHasher(0)
+    }
+}
+
+/// Takes a `u64` key as its own hash.
+#[derive(Debug, Clone, Copy)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Field path → line, and the text of scalars that YAML 1.1 reads as booleans. Paths are a
+/// tree: each node is its parent's node plus one segment, so a document's paths take memory
+/// in proportion to its keys however deep they nest. A (parent, segment) pair is held as its
+/// 64-bit SipHash under a per-document random key, not as text: about 25 bytes a field.
+#[derive(Debug, Clone)]
 pub struct Lines {
-    at: HashMap<String, usize>,
-    yaml11_booleans: HashMap<String, String>,
+    /// The line of each node (0: none recorded).
+    line: Vec<u32>,
+    /// Hash of (parent, segment) → child.
+    children: HashMap<u64, NodeId, PassThrough>,
+    hasher: RandomState,
+    yaml11_booleans: HashMap<NodeId, String>,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines {
+            line: vec![0],
+            children: HashMap::default(),
+            hasher: RandomState::new(),
+            yaml11_booleans: HashMap::new(),
+        }
+    }
 }
 
 impl Lines {
-    /// The line of `path`, or of its nearest ancestor that has one.
+    /// The line of `path` (`spec.projects[0].https`), or of its nearest ancestor that has one.
     pub fn line_of(&self, path: &str) -> Option<usize> {
-        let mut p = path;
-        loop {
-            if let Some(line) = self.at.get(p) {
-                return Some(*line);
-            }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
+        if path.is_empty() {
+            return Some(self.line[0] as usize).filter(|&l| l > 0);
         }
+        let (walked, _) = self.walk(path);
+        walked[1..]
+            .iter()
+            .rev()
+            .map(|&n| self.line[n as usize] as usize)
+            .find(|&l| l > 0)
     }
 
     /// The original text of a plain scalar at `path` that kubectl reads as a boolean
     /// (`yes`, `NO`, `on`, …), if there is one.
     pub fn yaml11_boolean(&self, path: &str) -> Option<&str> {
-        self.yaml11_booleans.get(path).map(String::as_str)
+        match self.walk(path) {
+            (walked, true) => walked
+                .last()
+                .and_then(|n| self.yaml11_booleans.get(n))
+                .map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The nodes along `path` from the root, as far as they exist, and whether all of it did.
+    fn walk(&self, path: &str) -> (Vec<NodeId>, bool) {
+        let mut walked = vec![0];
+        let mut node = 0;
+        let mut rest = path;
+        while !rest.is_empty() {
+            let next = if let Some(r) = rest.strip_prefix('[') {
+                let Some((digits, after)) = r.split_once(']') else {
+                    return (walked, false);
+                };
+                let Ok(i) = digits.parse() else {
+                    return (walked, false);
+                };
+                self.child(node, Segment::Index(i)).map(|c| (c, after))
+            } else {
+                let r = if node == 0 {
+                    rest
+                } else {
+                    match rest.strip_prefix('.') {
+                        Some(r) => r,
+                        None => return (walked, false),
+                    }
+                };
+                // A key ends at a `.` or `[`, or holds some (keys may contain them): the
+                // shortest key that exists wins.
+                let ends = r.match_indices(['.', '[']).map(|(i, _)| i).chain([r.len()]);
+                ends.filter(|&e| e > 0).find_map(|e| {
+                    self.child(node, Segment::Key(&r[..e]))
+                        .map(|c| (c, &r[e..]))
+                })
+            };
+            let Some((child, after)) = next else {
+                return (walked, false);
+            };
+            walked.push(child);
+            node = child;
+            rest = after;
+        }
+        (walked, true)
+    }
+
+    fn child(&self, parent: NodeId, segment: Segment<'_>) -> Option<NodeId> {
+        let key = self.hasher.hash_one((parent, segment));
+        self.children.get(&key).copied()
+    }
+
+    /// The node of `segment` under `parent`, made if new.
+    fn node(&mut self, parent: NodeId, segment: Segment<'_>) -> NodeId {
+        let next = self.line.len() as NodeId;
+        let key = self.hasher.hash_one((parent, segment));
+        let id = *self.children.entry(key).or_insert(next);
+        if id == next {
+            self.line.push(0);
+        }
+        id
+    }
+
+    /// Records `line` for `node` unless it has one.
+    fn mark(&mut self, node: NodeId, line: usize) {
+        let l = &mut self.line[node as usize];
+        if *l == 0 {
+            *l = u32::try_from(line).unwrap_or(u32::MAX);
+        }
     }
 }
 
@@ -71,6 +215,11 @@ pub fn load(text: &str) -> (Vec<Document>, Option<YamlError>) {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         nodes: 0,
+        bytes: 0,
+        max_bytes: text
+            .len()
+            .saturating_mul(EXPANSION_PER_BYTE)
+            .saturating_add(EXPANSION_SLACK),
     };
     let mut docs = Vec::new();
     loop {
@@ -89,8 +238,12 @@ pub fn load(text: &str) -> (Vec<Document>, Option<YamlError>) {
 
 struct Loader<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchor's value and what it counted (nodes, bytes), which every alias counts again.
+    anchors: HashMap<usize, (Value, usize, usize)>,
     nodes: usize,
+    /// Bytes the file expands to so far (see [`EXPANSION_PER_BYTE`]).
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl<'a> Loader<'a> {
@@ -121,7 +274,7 @@ impl<'a> Loader<'a> {
             return Ok(None);
         }
         let line = span.start.line();
-        let value = self.node(ev, span, String::new(), 0, &mut lines)?;
+        let value = self.node(ev, span, 0, 0, &mut lines)?;
         let (end, span) = self.expect_next(line)?;
         if !matches!(end, Event::DocumentEnd) {
             return Err(YamlError {
@@ -135,13 +288,24 @@ impl<'a> Loader<'a> {
         Ok(Some(Document { line, value, lines }))
     }
 
-    fn count(&mut self, line: usize, n: usize) -> Result<(), YamlError> {
-        self.nodes = self.nodes.saturating_add(n);
+    /// Counts `nodes` nodes holding `bytes` bytes of text; an error past either bound.
+    fn count(&mut self, line: usize, nodes: usize, bytes: usize) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(nodes);
         if self.nodes > MAX_NODES {
             return Err(YamlError {
                 line,
                 message: format!(
                     "more than {MAX_NODES} YAML nodes (aliases expanded); refusing to read further"
+                ),
+            });
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.bytes > self.max_bytes {
+            return Err(YamlError {
+                line,
+                message: format!(
+                    "the document expands to more than {} bytes ({EXPANSION_PER_BYTE} times the file, aliases expanded); refusing to read further",
+                    self.max_bytes
                 ),
             });
         }
@@ -152,7 +316,7 @@ impl<'a> Loader<'a> {
         &mut self,
         ev: Event<'a>,
         span: Span,
-        path: String,
+        path: NodeId,
         depth: usize,
         lines: &mut Lines,
     ) -> Result<Value, YamlError> {
@@ -163,10 +327,12 @@ impl<'a> Loader<'a> {
                 message: format!("nesting deeper than {MAX_DEPTH} levels"),
             });
         }
-        self.count(line, 1)?;
-        lines.at.entry(path.clone()).or_insert(line);
+        let (nodes_before, bytes_before) = (self.nodes, self.bytes);
+        self.count(line, 1, NODE_BYTES)?;
+        lines.mark(path, line);
         let (value, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
+                self.count(line, 0, text.len())?;
                 let forced_string = tag
                     .as_ref()
                     .is_some_and(|t| t.handle == "!!" && t.suffix == "str");
@@ -176,14 +342,14 @@ impl<'a> Loader<'a> {
                             &*text,
                             "true" | "false" | "True" | "False" | "TRUE" | "FALSE"
                         ) {
-                            lines.yaml11_booleans.insert(path.clone(), text.to_string());
+                            lines.yaml11_booleans.insert(path, text.to_string());
                         }
                         Value::Bool(b)
                     } else {
                         resolve_plain(&text)
                     }
                 } else {
-                    Value::String(text.into_owned())
+                    Value::String(String::from(&*text))
                 };
                 (value, anchor)
             }
@@ -194,7 +360,7 @@ impl<'a> Loader<'a> {
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
-                    let item_path = format!("{path}[{}]", items.len());
+                    let item_path = lines.node(path, Segment::Index(items.len()));
                     items.push(self.node(ev, span, item_path, depth + 1, lines)?);
                 }
                 (Value::Array(items), anchor)
@@ -208,7 +374,11 @@ impl<'a> Loader<'a> {
                     }
                     let key_line = span.start.line();
                     let key = match ev {
-                        Event::Scalar(text, _, _, _) => text.into_owned(),
+                        Event::Scalar(text, _, _, _) => {
+                            self.count(key_line, 0, text.len())?;
+                            // A copy of exactly its length: the parser's buffer is bigger.
+                            String::from(&*text)
+                        }
                         _ => {
                             return Err(YamlError {
                                 line: key_line,
@@ -231,12 +401,8 @@ impl<'a> Loader<'a> {
                             ),
                         });
                     }
-                    let child_path = if path.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    lines.at.insert(child_path.clone(), key_line);
+                    let child_path = lines.node(path, Segment::Key(&key));
+                    lines.mark(child_path, key_line);
                     let (ev, span) = self.expect_next(key_line)?;
                     let value = self.node(ev, span, child_path, depth + 1, lines)?;
                     map.insert(key, value);
@@ -244,11 +410,23 @@ impl<'a> Loader<'a> {
                 (Value::Object(map), anchor)
             }
             Event::Alias(id) => {
-                let value = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
-                    line,
-                    message: "alias to an unknown anchor".into(),
-                })?;
-                self.count(line, size_of(&value))?;
+                let (nodes, bytes) = match self.anchors.get(&id) {
+                    Some((_, nodes, bytes)) => (*nodes, *bytes),
+                    None => {
+                        return Err(YamlError {
+                            line,
+                            message: "alias to an unknown anchor".into(),
+                        });
+                    }
+                };
+                // Counted before the copy is made: an alias that would pass a bound is never
+                // expanded.
+                self.count(line, nodes, bytes)?;
+                let value = self
+                    .anchors
+                    .get(&id)
+                    .map(|a| a.0.clone())
+                    .unwrap_or_default();
                 (value, 0)
             }
             other => {
@@ -259,17 +437,11 @@ impl<'a> Loader<'a> {
             }
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            let counted = (self.nodes - nodes_before, self.bytes - bytes_before);
+            self.anchors
+                .insert(anchor, (value.clone(), counted.0, counted.1));
         }
         Ok(value)
-    }
-}
-
-fn size_of(v: &Value) -> usize {
-    match v {
-        Value::Array(a) => 1 + a.iter().map(size_of).sum::<usize>(),
-        Value::Object(m) => 1 + m.values().map(size_of).sum::<usize>(),
-        _ => 1,
     }
 }
 
@@ -349,6 +521,22 @@ mod tests {
     }
 
     #[test]
+    fn paths_with_odd_keys_are_found() {
+        let (docs, err) = load(
+            "metadata:\n  labels:\n    app.kubernetes.io/name: x\n    a[0]: y\nlist:\n  - - deep\n",
+        );
+        assert!(err.is_none());
+        let l = &docs[0].lines;
+        assert_eq!(l.line_of("metadata.labels.app.kubernetes.io/name"), Some(3));
+        assert_eq!(l.line_of("metadata.labels.a[0]"), Some(4));
+        assert_eq!(l.line_of("list[0][0]"), Some(6));
+        assert_eq!(l.line_of("list[9]"), Some(5), "the nearest ancestor");
+        assert_eq!(l.line_of("nowhere.at.all"), None);
+        assert_eq!(l.line_of(""), Some(1), "the document");
+        assert_eq!(l.line_of("list[x]"), Some(5));
+    }
+
+    #[test]
     fn scalars_resolve_like_kubectl() {
         let (docs, _) = load("a: NO\nb: \"NO\"\nc: 0x1F\nd: 1e3\ne: 08\nf: 1.2.3\ng: true\n");
         let v = &docs[0].value;
@@ -380,6 +568,10 @@ mod tests {
             laughs.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         let (_, err) = load(&laughs);
+        assert!(err.is_some_and(|e| e.message.contains("refusing to read further")));
+        // Many small nodes in a big file hit the node bound.
+        let many = "[".to_owned() + &"1,        ".repeat(300_000) + "]";
+        let (_, err) = load(&many);
         assert!(err.is_some_and(|e| e.message.contains("YAML nodes")));
 
         let deep = "[".repeat(200) + &"]".repeat(200);

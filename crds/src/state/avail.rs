@@ -124,11 +124,13 @@ impl Availability {
         let mut prev = 0u64;
         for _ in 0..count {
             let id = prev.checked_add(c.uvarint("mutable file id")?);
-            let id32 = id.and_then(|id| u32::try_from(id).ok()).ok_or_else(|| DecodeError::Invalid {
-                what: "mutable file id",
-                offset: c.offset(),
-                why: "too large".into(),
-            })?;
+            let id32 =
+                id.and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| DecodeError::Invalid {
+                        what: "mutable file id",
+                        offset: c.offset(),
+                        why: "too large".into(),
+                    })?;
             mutable.push(MutableSeen {
                 id: id32,
                 size: c.uvarint("mutable size")?,

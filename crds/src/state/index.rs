@@ -226,7 +226,9 @@ impl FileIndex {
 
     /// Total bytes of all files, `None` if the sum does not fit in 64 bits.
     fn checked_total_bytes(&self) -> Option<u64> {
-        self.slots.iter().try_fold(0u64, |sum, s| sum.checked_add(s.size))
+        self.slots
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.size))
     }
 
     /// Finds a file by path (relative, no leading `/`).

@@ -91,9 +91,17 @@ fn hostile_pages_are_parsed_in_linear_time() {
     let no_gt = format!("{}>", "<a ".repeat(300_000));
     let (entries, scanned) = parse_autoindex_counted(&no_gt);
     assert!(entries.is_empty());
-    assert!(scanned <= 8 * no_gt.len(), "{scanned} bytes for {}", no_gt.len());
+    assert!(
+        scanned <= 8 * no_gt.len(),
+        "{scanned} bytes for {}",
+        no_gt.len()
+    );
     let mixed = "<a href=\"f\">f</a> 1M\n<a href=y>".repeat(20_000);
     let (entries, scanned) = parse_autoindex_counted(&mixed);
     assert_eq!(entries.len(), 40_000);
-    assert!(scanned <= 8 * mixed.len(), "{scanned} bytes for {}", mixed.len());
+    assert!(
+        scanned <= 8 * mixed.len(),
+        "{scanned} bytes for {}",
+        mixed.len()
+    );
 }
