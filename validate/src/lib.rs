@@ -148,8 +148,46 @@ pub struct Options {
 }
 
 /// Validates `files` as one fleet: references between resources in different files resolve.
+/// Compiles the schemas and CEL rules for this call; [`Validator`] keeps them across calls.
 pub fn validate(files: &[SourceFile<'_>], options: Options) -> Outcome {
-    let mut engine = Engine::new();
+    Validator::new().validate(files, options)
+}
+
+/// The schemas and CEL rules compiled once, for callers that validate again and again (the
+/// operator's assessments, a Git follower, fuzzing).
+pub struct Validator {
+    engine: Engine,
+}
+
+impl fmt::Debug for Validator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validator")
+            .field("kinds", &self.engine.kinds.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Validator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Validator {
+    /// Compiles the CRDs' schemas and CEL rules.
+    pub fn new() -> Validator {
+        Validator {
+            engine: Engine::new(),
+        }
+    }
+
+    /// [`validate`] with the compiled schemas.
+    pub fn validate(&mut self, files: &[SourceFile<'_>], options: Options) -> Outcome {
+        run(&mut self.engine, files, options)
+    }
+}
+
+fn run(engine: &mut Engine, files: &[SourceFile<'_>], options: Options) -> Outcome {
     let mut outcome = Outcome::default();
     let mut order = Vec::new();
     for (index, file) in files.iter().enumerate() {
