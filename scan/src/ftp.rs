@@ -106,69 +106,38 @@ async fn walk(
         };
         let lines = read_listing(&mut ftp, &command, limits).await?;
         for (n, line) in lines.iter().enumerate() {
-            // MLSD lines are `fact=value;…; name`, and a file's facts include its type.
-            if mlsd
-                && !line
-                    .split_once("; ")
-                    .is_some_and(|(facts, _)| facts.to_ascii_lowercase().contains("type="))
-            {
-                return Err(ScanError::Garbage {
-                    line: n + 1,
-                    excerpt: excerpt(line),
-                });
-            }
-            let file = if mlsd {
-                ListParser::parse_mlsd(line)
-            } else {
-                ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line))
+            let garbage = || ScanError::Garbage {
+                line: n + 1,
+                excerpt: excerpt(line),
             };
-            let Ok(file) = file else {
-                // MLSD may announce the current and parent directories with type=cdir/pdir.
-                if mlsd && (line.contains("type=cdir") || line.contains("type=pdir")) {
-                    continue;
-                }
-                return Err(ScanError::Garbage {
-                    line: n + 1,
-                    excerpt: excerpt(line),
-                });
+            let (name, entry) = match parse_line(line, mlsd).ok_or_else(garbage)? {
+                FtpLine::Skip => continue,
+                FtpLine::Dir(name) => (name, None),
+                FtpLine::File { name, size, mtime } => (name, Some((size, mtime))),
             };
-            let name = file.name();
-            if name == "." || name == ".." {
-                continue;
-            }
             let path = format!("{dir}{name}");
             if !safe_relative_path(&path) {
-                return Err(ScanError::Garbage {
-                    line: n + 1,
-                    excerpt: excerpt(line),
-                });
+                return Err(garbage());
             }
-            if file.is_directory() {
-                if depth + 1 > limits.max_depth {
-                    return Err(ScanError::Limit {
-                        what: "directory levels",
-                        limit: limits.max_depth,
-                    });
+            match entry {
+                None => {
+                    if depth + 1 > limits.max_depth {
+                        return Err(ScanError::Limit {
+                            what: "directory levels",
+                            limit: limits.max_depth,
+                        });
+                    }
+                    queue.push_back((format!("{path}/"), depth + 1));
                 }
-                queue.push_back((format!("{path}/"), depth + 1));
-            } else if file.is_file() {
-                if listing.files.len() >= limits.max_entries {
-                    return Err(ScanError::Limit {
-                        what: "entries",
-                        limit: limits.max_entries,
-                    });
+                Some((size, mtime)) => {
+                    if listing.files.len() >= limits.max_entries {
+                        return Err(ScanError::Limit {
+                            what: "entries",
+                            limit: limits.max_entries,
+                        });
+                    }
+                    listing.files.push(ListedFile { path, size, mtime });
                 }
-                let mtime = file
-                    .modified()
-                    .duration_since(UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_secs() as i64)
-                    .filter(|t| *t > 0);
-                listing.files.push(ListedFile {
-                    path,
-                    size: file.size() as u64,
-                    mtime,
-                });
             }
         }
         if started.elapsed() > limits.deadline {
@@ -177,6 +146,68 @@ async fn walk(
     }
     let _ = tokio::time::timeout(io, ftp.quit()).await;
     Ok(listing)
+}
+
+/// One line of an FTP directory listing, understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FtpLine {
+    /// Nothing to list: `.`, `..`, MLSD's current and parent directories, links, devices.
+    Skip,
+    /// A directory, by name.
+    Dir(String),
+    /// A file: name, size and modification time (Unix seconds) when the server gives one.
+    File {
+        /// Its name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its mtime.
+        mtime: Option<i64>,
+    },
+}
+
+/// Parses one line of an `MLSD` (when `mlsd`) or `LIST` answer; `None` when the line is not
+/// a listing line at all. Pure: the FTP walk and the fuzzer call it.
+pub fn parse_line(line: &str, mlsd: bool) -> Option<FtpLine> {
+    // MLSD lines are `fact=value;…; name`, and a file's facts include its type.
+    if mlsd
+        && !line
+            .split_once("; ")
+            .is_some_and(|(facts, _)| facts.to_ascii_lowercase().contains("type="))
+    {
+        return None;
+    }
+    let file = if mlsd {
+        ListParser::parse_mlsd(line)
+    } else {
+        ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line))
+    };
+    let Ok(file) = file else {
+        // MLSD may announce the current and parent directories with type=cdir/pdir.
+        return (mlsd && (line.contains("type=cdir") || line.contains("type=pdir")))
+            .then_some(FtpLine::Skip);
+    };
+    let name = file.name();
+    if name == "." || name == ".." {
+        return Some(FtpLine::Skip);
+    }
+    if file.is_directory() {
+        Some(FtpLine::Dir(name.to_owned()))
+    } else if file.is_file() {
+        let mtime = file
+            .modified()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .filter(|t| *t > 0);
+        Some(FtpLine::File {
+            name: name.to_owned(),
+            size: file.size() as u64,
+            mtime,
+        })
+    } else {
+        Some(FtpLine::Skip)
+    }
 }
 
 async fn timed<T>(
