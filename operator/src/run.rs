@@ -184,18 +184,18 @@ pub async fn run<S: Store + Clone>(
     });
     let controllers = futures_util::future::join4(
         projects
-            .run(crate::reconcile_project, error_policy, ctx.clone())
+            .run(crate::reconcile::<Project, S>, error_policy, ctx.clone())
             .for_each(drain),
         mirrors
             // A health verdict changed: statuses (and Events) follow at once.
             .reconcile_all_on(trigger)
-            .run(crate::reconcile_mirror, error_policy, ctx.clone())
+            .run(crate::reconcile::<Mirror, S>, error_policy, ctx.clone())
             .for_each(drain),
         sponsors
-            .run(crate::reconcile_sponsor, error_policy, ctx.clone())
+            .run(crate::reconcile::<Sponsor, S>, error_policy, ctx.clone())
             .for_each(drain),
         rules
-            .run(crate::reconcile_rule, error_policy, ctx.clone())
+            .run(crate::reconcile::<RegionRule, S>, error_policy, ctx.clone())
             .for_each(drain),
     );
     let outcome = tokio::select! {

@@ -16,7 +16,7 @@ use kube::{Api, Client, Resource};
 use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
 use mirrorfleet_operator::lease::Elector;
 use mirrorfleet_operator::metrics::Metrics;
-use mirrorfleet_operator::{self, Caches, Context, reconcile_mirror, reconcile_sponsor};
+use mirrorfleet_operator::{self, Caches, Context, reconcile};
 use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget, StateReader};
 use mirrorfleet_testkit::*;
 use serde_json::{Value, json};
@@ -186,7 +186,7 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 async fn a_valid_mirror_is_compiled_and_gets_ready() {
     let m = mirror("m1", "acme");
     let mut w = world(vec![m.clone()], vec![sponsor()]).await;
-    let task = tokio::spawn(reconcile_mirror(Arc::new(m.clone()), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(m.clone()), w.ctx.clone()));
     let mut applied = serde_json::to_value(&m).unwrap();
     let (uri, body) = expect(
         &mut w.mock,
@@ -247,7 +247,7 @@ async fn a_valid_mirror_is_compiled_and_gets_ready() {
     let again: Mirror = serde_json::from_value(applied).unwrap();
     let quiet = tokio::time::timeout(
         Duration::from_secs(5),
-        reconcile_mirror(Arc::new(again), w.ctx.clone()),
+        reconcile(Arc::new(again), w.ctx.clone()),
     )
     .await;
     assert!(quiet.is_ok(), "an unchanged world makes no API request");
@@ -263,7 +263,7 @@ async fn an_invalid_mirror_says_why_and_stays_out_of_the_state() {
     let good = mirror("m1", "acme");
     let bad = mirror("m2", "nobody");
     let mut w = world(vec![good, bad.clone()], vec![sponsor()]).await;
-    let task = tokio::spawn(reconcile_mirror(Arc::new(bad.clone()), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(bad.clone()), w.ctx.clone()));
     let (_, body) = expect(
         &mut w.mock,
         Method::PATCH,
@@ -338,7 +338,7 @@ async fn an_invalid_mirror_says_why_and_stays_out_of_the_state() {
 async fn a_deleted_mirror_leaves_the_state() {
     let (m1, m2) = (mirror("m1", "acme"), mirror("m2", "acme"));
     let mut w = world(vec![m1.clone(), m2.clone()], vec![sponsor()]).await;
-    let task = tokio::spawn(reconcile_sponsor(Arc::new(sponsor()), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(sponsor()), w.ctx.clone()));
     let (_, body) = expect(
         &mut w.mock,
         Method::PATCH,
@@ -355,7 +355,7 @@ async fn a_deleted_mirror_leaves_the_state() {
     // m2 is deleted: the next reconcile of anything rewrites the fleet without it (and, Ready
     // being unchanged, publishes no Event).
     w.mirrors.apply_watcher_event(&Event::Delete(m2));
-    let task = tokio::spawn(reconcile_sponsor(Arc::new(s), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(s), w.ctx.clone()));
     let (_, body) = expect(
         &mut w.mock,
         Method::PATCH,
