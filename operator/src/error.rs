@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-/// What can go wrong in a reconcile, the scan scheduler or the operator's run (the label of
-/// the errors metric is [`Error::label`]).
+/// What can go wrong in a reconcile, the scan scheduler, the Git sync or the operator's run
+/// (the label of the errors metric is [`Error::label`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request to the API server failed.

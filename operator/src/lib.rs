@@ -23,6 +23,7 @@ pub mod lease;
 pub mod metrics;
 mod reconcile;
 pub mod run;
+pub mod schedule;
 pub mod status;
 
 pub use self::error::{Error, KubeError};

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,67 +14,16 @@ use http::{Method, Request, Response};
 use kube::client::Body;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
-use kube::{Api, Client, Resource};
-use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
+use kube::{Api, Client};
+use mirrorfleet_crds::v1alpha1::{Mirror, RegionRule, Sponsor};
 use mirrorfleet_operator::lease::Elector;
 use mirrorfleet_operator::metrics::Metrics;
 use mirrorfleet_operator::{self, Caches, Context, reconcile};
-use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget, StateReader};
+use mirrorfleet_store::{RedisStore, StateReader};
 use mirrorfleet_testkit::*;
 use serde_json::{Value, json};
-use tower_test::mock::{Handle, pair};
-
-type Mock = Handle<Request<Body>, Response<Body>>;
-
-const NOW: i64 = 1_795_309_320;
-
-fn now() -> i64 {
-    NOW
-}
-
-fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
-    serde_json::from_value(json!({
-        "apiVersion": "mirrorfleet.io/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "generation": 1},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-fn project() -> Project {
-    object(
-        "Project",
-        "videolan",
-        json!({"routing": {"pathPrefix": "/videolan/"}, "source": {"local": "/srv/videolan"}}),
-    )
-}
-
-fn sponsor() -> Sponsor {
-    object("Sponsor", "acme", json!({"displayName": "Acme"}))
-}
-
-fn mirror(name: &str, sponsor: &str) -> Mirror {
-    object(
-        "Mirror",
-        name,
-        json!({"sponsorRef": sponsor, "location": {"country": "FR"},
-               "projects": [{"project": "videolan", "https": format!("https://{name}.example/videolan/")}]}),
-    )
-}
-
-fn cache<K>(objects: Vec<K>) -> (reflector::Store<K>, reflector::store::Writer<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (reader, mut writer) = reflector::store::<K>();
-    writer.apply_watcher_event(&Event::Init);
-    for o in objects {
-        writer.apply_watcher_event(&Event::InitApply(o));
-    }
-    writer.apply_watcher_event(&Event::InitDone);
-    (reader, writer)
-}
+use support::*;
+use tower_test::mock::pair;
 
 struct World {
     ctx: Arc<Context<RedisStore>>,
@@ -83,13 +34,7 @@ struct World {
 }
 
 async fn world(mirrors: Vec<Mirror>, sponsors: Vec<Sponsor>) -> World {
-    let redis = Redis::start();
-    let store = RedisStore::connect(RedisConfig::new(RedisTarget::Url(format!(
-        "redis://127.0.0.1:{}/0",
-        redis.port
-    ))))
-    .await
-    .unwrap();
+    let (redis, store) = redis_store().await;
     let (service, mock) = pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let (mirrors_reader, mirrors_writer) = cache(mirrors);
@@ -115,39 +60,6 @@ async fn world(mirrors: Vec<Mirror>, sponsors: Vec<Sponsor>) -> World {
         mirrors: mirrors_writer,
         _redis: redis,
     }
-}
-
-/// Takes the next request, checks method and path, answers `reply` (or echoes the body).
-async fn expect(
-    mock: &mut Mock,
-    method: Method,
-    path: &str,
-    reply: Option<Value>,
-) -> (String, Value) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(10), mock.next_request())
-        .await
-        .expect("a request")
-        .expect("the service is open");
-    let uri = req.uri().to_string();
-    assert_eq!(req.method(), method, "{uri}");
-    assert!(uri.starts_with(path), "{uri} should start with {path}");
-    let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let answer = match reply {
-        // A status apply is answered with the whole object, its status replaced.
-        Some(mut object) if method == Method::PATCH => {
-            object["status"] = body["status"].clone();
-            object
-        }
-        Some(v) => v,
-        None => body.clone(),
-    };
-    send.send_response(
-        Response::builder()
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap(),
-    );
-    (uri, body)
 }
 
 /// The names of the mirrors in the fleet the operator wrote to the store.
