@@ -15,7 +15,9 @@ use mirrorfleet_manifests::{self as manifests, GitSource};
 use mirrorfleet_validate::{Fleet, Options};
 use serde::Serialize;
 
-use crate::Namespaced;
+use mirrorfleet_runtime::error_chain;
+
+use crate::{Error, Namespaced};
 
 /// Field manager of what the sync applies.
 pub const GIT_MANAGER: &str = "mirrorfleet-git";
@@ -86,11 +88,11 @@ pub async fn follow(client: Client, namespace: String, source: GitSource, every:
         let synced = match tokio::task::spawn_blocking(move || s.sync()).await {
             Ok(Ok(synced)) => synced,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot sync the manifests repository");
+                tracing::warn!(error = %error_chain(&e), "cannot sync the manifests repository");
                 continue;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the Git task failed");
+                tracing::warn!(error = %error_chain(&e), "the Git task failed");
                 continue;
             }
         };
@@ -100,7 +102,7 @@ pub async fn follow(client: Client, namespace: String, source: GitSource, every:
         let outcome = match manifests::read(std::slice::from_ref(&synced.dir)) {
             Ok(m) => m.validate(Options { skip_foreign: true }),
             Err(e) => {
-                tracing::warn!(commit = %synced.commit, error = %e, "cannot read the manifests");
+                tracing::warn!(commit = %synced.commit, error = %error_chain(&e), "cannot read the manifests");
                 continue;
             }
         };
@@ -118,14 +120,14 @@ pub async fn follow(client: Client, namespace: String, source: GitSource, every:
                 applied = Some(synced.commit);
             }
             Err(e) => {
-                tracing::warn!(commit = %synced.commit, error = %e, "cannot apply the commit; retrying")
+                tracing::warn!(commit = %synced.commit, error = %error_chain(&e), "cannot apply the commit; retrying")
             }
         }
     }
 }
 
 /// Applies a valid fleet to `namespace` and prunes what left; returns the plan carried out.
-pub async fn apply(client: &Client, namespace: &str, fleet: &Fleet) -> Result<Plan, kube::Error> {
+pub async fn apply(client: &Client, namespace: &str, fleet: &Fleet) -> Result<Plan, Error> {
     let mut existing = BTreeSet::new();
     let lp = ListParams::default().labels(&format!("{FROM_GIT}=true"));
     labelled::<Project>(client, namespace, &lp, &mut existing).await?;
@@ -159,13 +161,14 @@ async fn labelled<K>(
     namespace: &str,
     lp: &ListParams,
     into: &mut BTreeSet<(String, String)>,
-) -> Result<(), kube::Error>
+) -> Result<(), Error>
 where
     K: Namespaced,
 {
     let list = Api::<K>::namespaced(client.clone(), namespace)
         .list(lp)
-        .await?;
+        .await
+        .map_err(|e| Error::kube(format!("list the {}s applied from Git", K::kind(&())), e))?;
     for o in list.items {
         into.insert((K::kind(&()).into_owned(), o.name_any()));
     }
@@ -178,13 +181,14 @@ async fn patch<K>(
     name: &str,
     pp: &PatchParams,
     body: &serde_json::Value,
-) -> Result<(), kube::Error>
+) -> Result<(), Error>
 where
     K: Namespaced,
 {
     Api::<K>::namespaced(client.clone(), namespace)
         .patch(name, pp, &Patch::Apply(body))
-        .await?;
+        .await
+        .map_err(|e| Error::kube(format!("apply {} {name}", K::kind(&())), e))?;
     Ok(())
 }
 
@@ -193,7 +197,7 @@ async fn delete<K>(
     namespace: &str,
     name: &str,
     dp: &DeleteParams,
-) -> Result<(), kube::Error>
+) -> Result<(), Error>
 where
     K: Namespaced,
 {
@@ -201,4 +205,5 @@ where
         .delete(name, dp)
         .await
         .map(|_| ())
+        .map_err(|e| Error::kube(format!("delete {} {name}", K::kind(&())), e))
 }

@@ -11,6 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use mirrorfleet_runtime::error_chain;
+
+use crate::KubeError;
 
 /// What to do with the lease as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +154,9 @@ impl Elector {
                     return;
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read or write the leader lease"),
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&KubeError(e)), "cannot read or write the leader lease")
+                }
             }
             tokio::time::sleep(self.renew_every).await;
         }
@@ -170,7 +175,7 @@ impl Elector {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the leader lease");
+                    tracing::warn!(error = %error_chain(&KubeError(e)), "cannot renew the leader lease");
                     if last_ok.elapsed() >= self.lease_duration {
                         tracing::warn!(lease = %self.name, "leadership lost: not renewed in time");
                         return;

@@ -1,6 +1,7 @@
 //! The Kubernetes operator: controllers for Project, Mirror, Sponsor and RegionRule.
 //!
-//! Every reconcile does two things, both idempotent:
+//! Every reconcile ([`reconcile`], one for the four kinds; what differs by kind is
+//! [`Reconciled`]) does two things, both idempotent:
 //! 1. it assesses the whole namespace's fleet ([`assess`]) and, when the compiled fleet
 //!    differs from what the store holds, writes it (and forgets the health and scans of
 //!    mirrors that left) — resources refer to each other, so the fleet is one unit;
@@ -15,19 +16,25 @@
 //! Only the leader ([`lease`]) runs controllers, health checks and scan scheduling.
 
 pub mod assess;
+mod error;
 pub mod gitsync;
 pub mod jobs;
 pub mod lease;
 pub mod metrics;
+mod reconcile;
 pub mod run;
+pub mod schedule;
 pub mod status;
+
+pub use self::error::{Error, KubeError};
+pub use self::jobs::failed_scans;
+pub use self::reconcile::{Reconciled, error_policy, reconcile};
 
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store as Cache;
 use kube::{Client, Resource, ResourceExt};
@@ -48,39 +55,6 @@ pub const MANAGER: &str = "mirrorfleet";
 
 /// How often an object is reconciled even when nothing happened (status from the store).
 pub const RESYNC: Duration = Duration::from_secs(60);
-
-/// What can go wrong in a reconcile (the label of the errors metric is [`Error::label`]).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API server refused or failed.
-    #[error("the Kubernetes API failed")]
-    Kube(#[from] kube::Error),
-    /// The store failed.
-    #[error("the store failed")]
-    Store(#[from] mirrorfleet_store::Error),
-    /// The caches are not filled yet.
-    #[error("the resource caches are not ready yet")]
-    NotReady,
-    /// A controller's watch stream ended.
-    #[error("the controllers stopped")]
-    ControllersStopped,
-    /// Another replica holds the Lease now.
-    #[error("leadership lost; exiting so that another replica leads")]
-    LeadershipLost,
-}
-
-impl Error {
-    /// A fixed label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::Store(_) => "store",
-            Error::NotReady => "not_ready",
-            Error::ControllersStopped => "controllers_stopped",
-            Error::LeadershipLost => "leadership_lost",
-        }
-    }
-}
 
 /// The caches of the four kinds, filled by the controllers' watches.
 #[derive(Clone)]
@@ -239,7 +213,10 @@ impl<S: Store> Context<S> {
     /// The store's state, brought up to date.
     pub async fn state(&self) -> Result<LoadedState, Error> {
         let mut state = self.state.lock().await;
-        self.reader.resync(&mut state).await?;
+        self.reader
+            .resync(&mut state)
+            .await
+            .map_err(|e| Error::store("read the state from the store", e))?;
         Ok(state.clone())
     }
 
@@ -253,7 +230,10 @@ impl<S: Store> Context<S> {
         let state = self.state().await?;
         let stored = state.fleet.as_deref();
         if stored != Some(&a.fleet) {
-            self.writer.write_fleet(&a.fleet).await?;
+            self.writer
+                .write_fleet(&a.fleet)
+                .await
+                .map_err(|e| Error::store("write the fleet state", e))?;
             self.metrics.fleet_writes.inc();
             tracing::info!(
                 projects = a.fleet.projects.len(),
@@ -266,7 +246,14 @@ impl<S: Store> Context<S> {
                 if a.fleet.mirror(&old.name).is_none() {
                     let projects: Vec<String> =
                         old.projects.iter().map(|p| p.project.clone()).collect();
-                    self.writer.remove_mirror(&old.name, &projects).await?;
+                    self.writer
+                        .remove_mirror(&old.name, &projects)
+                        .await
+                        .map_err(|e| {
+                            let doing =
+                                format!("forget the health and scans of mirror {}", old.name);
+                            Error::store(doing, e)
+                        })?;
                 }
             }
         }
@@ -305,7 +292,11 @@ impl<S: Store> Context<S> {
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&body),
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            let doing = format!("apply the status of {} {}", K::kind(&()), obj.name_any());
+            Error::kube(doing, e)
+        })?;
         self.metrics.status_writes.inc();
         for c in new.conditions() {
             let before = old_conditions.iter().find(|o| o.type_ == c.type_);
@@ -328,7 +319,7 @@ impl<S: Store> Context<S> {
             };
             // An Event that cannot be published is not worth failing the reconcile.
             if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-                tracing::warn!(error = %e, "cannot publish an Event");
+                tracing::warn!(error = %mirrorfleet_runtime::error_chain(&KubeError(e)), "cannot publish an Event");
             }
         }
         Ok(())
@@ -344,142 +335,4 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
-}
-
-/// Reconciles a Mirror.
-pub async fn reconcile_mirror<S: Store>(
-    obj: Arc<Mirror>,
-    ctx: Arc<Context<S>>,
-) -> Result<Action, Error> {
-    ctx.metrics.reconciles.inc("Mirror");
-    let a = ctx.sync_fleet().await?;
-    let state = ctx.state().await?;
-    let failed = ctx
-        .caches
-        .jobs
-        .as_ref()
-        .map(|jobs| failed_scans(&jobs.state(), &obj.name_any()))
-        .unwrap_or_default();
-    let new = status::mirror(
-        &a,
-        &obj.name_any(),
-        obj.metadata.generation,
-        obj.status.as_ref(),
-        &state,
-        &failed,
-        (ctx.now)(),
-    );
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
-    Ok(Action::requeue(RESYNC))
-}
-
-/// The failed scan Jobs of `mirror`, from their labels and conditions — pure.
-pub fn failed_scans(
-    jobs: &[Arc<k8s_openapi::api::batch::v1::Job>],
-    mirror: &str,
-) -> Vec<status::FailedScan> {
-    jobs.iter()
-        .filter(|j| {
-            j.labels()
-                .get(jobs::LABEL_MIRROR)
-                .is_some_and(|m| m == mirror)
-        })
-        .filter_map(|j| {
-            let project = j.labels().get(jobs::LABEL_PROJECT)?.clone();
-            let st = j.status.as_ref()?;
-            let failed = st
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "Failed" && c.status == "True")?;
-            let at = st
-                .start_time
-                .as_ref()
-                .or(j.metadata.creation_timestamp.as_ref())
-                .map_or(0, |t| t.0.as_second());
-            let why = format!(
-                "Job {} failed ({}){}",
-                j.name_any(),
-                failed.reason.as_deref().unwrap_or("Failed"),
-                failed
-                    .message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            );
-            Some((project, at, why))
-        })
-        .collect()
-}
-
-/// Reconciles a Project.
-pub async fn reconcile_project<S: Store>(
-    obj: Arc<Project>,
-    ctx: Arc<Context<S>>,
-) -> Result<Action, Error> {
-    ctx.metrics.reconciles.inc("Project");
-    let a = ctx.sync_fleet().await?;
-    let state = ctx.state().await?;
-    let name = obj.name_any();
-    let index = state
-        .indexes
-        .get(&name)
-        .map(|i| (i.as_ref(), state.index_meta.get(&name).map(|m| m.as_ref())));
-    let new = status::project(
-        &a,
-        &name,
-        obj.metadata.generation,
-        obj.status.as_ref(),
-        index,
-        (ctx.now)(),
-    );
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
-    Ok(Action::requeue(RESYNC))
-}
-
-/// Reconciles a Sponsor.
-pub async fn reconcile_sponsor<S: Store>(
-    obj: Arc<Sponsor>,
-    ctx: Arc<Context<S>>,
-) -> Result<Action, Error> {
-    ctx.metrics.reconciles.inc("Sponsor");
-    let a = ctx.sync_fleet().await?;
-    let new = status::sponsor(
-        &a,
-        &obj.name_any(),
-        obj.metadata.generation,
-        obj.status.as_ref(),
-        (ctx.now)(),
-    );
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
-    Ok(Action::requeue(RESYNC))
-}
-
-/// Reconciles a RegionRule.
-pub async fn reconcile_rule<S: Store>(
-    obj: Arc<RegionRule>,
-    ctx: Arc<Context<S>>,
-) -> Result<Action, Error> {
-    ctx.metrics.reconciles.inc("RegionRule");
-    let a = ctx.sync_fleet().await?;
-    let new = status::rule(
-        &a,
-        &obj.name_any(),
-        obj.metadata.generation,
-        obj.status.as_ref(),
-        (ctx.now)(),
-    );
-    ctx.apply_status(&*obj, obj.status.as_ref(), &new).await?;
-    Ok(Action::requeue(RESYNC))
-}
-
-/// Requeue after an error, counting it by kind and fixed label.
-pub fn error_policy<K: Resource<DynamicType = ()>, S: Store>(
-    _obj: Arc<K>,
-    error: &Error,
-    ctx: Arc<Context<S>>,
-) -> Action {
-    ctx.metrics.errors.inc(error.label());
-    tracing::warn!(kind = %K::kind(&()), error = %mirrorfleet_runtime::error_chain(error), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }

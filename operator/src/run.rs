@@ -1,9 +1,15 @@
 //! `mirrorfleet operator`: waits for the leader Lease, then runs the four controllers, the
 //! health checker and the scan scheduler until leadership is lost (then exits, so that the
 //! pod restarts as a standby — controller-runtime's convention).
+//!
+//! This is the wiring only: [`Controllers`] (the four controllers, their caches and the scan
+//! Jobs' watch), [`forward_transitions`] (a health verdict change re-reconciles the mirrors),
+//! [`Scheduler`] (the scan Jobs) and [`run`], which starts them with the Lease, the checker,
+//! the Git follower and the metrics server. It must not decide anything a reconcile, the
+//! scheduler or the checker decides.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,20 +17,21 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Client, ResourceExt};
-use mirrorfleet_crds::state::FleetState;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::reflector::Store as Cache;
+use kube::runtime::{Controller, controller, watcher};
 use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
 use mirrorfleet_health::{self as health, Checker, Transition};
-use mirrorfleet_store::{LoadedState, StateWriter, Store};
+use mirrorfleet_runtime::error_chain;
+use mirrorfleet_store::{StateWriter, Store};
 use tokio::sync::mpsc;
 
-use crate::jobs::{self, JobSettings, LABEL_MIRROR, LABEL_PROJECT, SCAN_REQUESTED, ScanFacts};
+use crate::jobs::JobSettings;
 use crate::lease::Elector;
 use crate::metrics::{self, Metrics};
-use crate::{Caches, Context, Error, error_policy};
+use crate::schedule::{SCAN_JOBS, Scheduler};
+use crate::{Caches, Context, Error, KubeError, error_policy, reconcile};
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -48,7 +55,7 @@ pub struct Settings {
     pub git: Option<(mirrorfleet_manifests::GitSource, Duration)>,
 }
 
-/// Runs the operator until leadership is lost or a controller stops.
+/// Runs the operator until leadership is lost or the controllers stop.
 pub async fn run<S: Store + Clone>(
     client: Client,
     store: S,
@@ -68,37 +75,11 @@ pub async fn run<S: Store + Clone>(
     elector.acquire().await;
     metrics.leader.store(true, Ordering::Relaxed);
 
-    let wc = watcher::Config::default;
-    let projects = Controller::new(Api::<Project>::namespaced(client.clone(), ns), wc());
-    let mirrors = Controller::new(Api::<Mirror>::namespaced(client.clone(), ns), wc()).owns(
-        Api::<Job>::namespaced(client.clone(), ns),
-        wc().labels("app.kubernetes.io/managed-by=mirrorfleet"),
-    );
-    let sponsors = Controller::new(Api::<Sponsor>::namespaced(client.clone(), ns), wc());
-    let rules = Controller::new(Api::<RegionRule>::namespaced(client.clone(), ns), wc());
-    // The scan Jobs, cached for their failures to reach the Mirrors' status.
-    let (jobs_cache, jobs_writer) = kube::runtime::reflector::store::<Job>();
-    let jobs_watch = tokio::spawn(
-        kube::runtime::reflector(
-            jobs_writer,
-            watcher(
-                Api::<Job>::namespaced(client.clone(), ns),
-                wc().labels("app.kubernetes.io/component=scan"),
-            ),
-        )
-        .for_each(drain),
-    );
-    let caches = Caches {
-        projects: projects.store(),
-        mirrors: mirrors.store(),
-        sponsors: sponsors.store(),
-        rules: rules.store(),
-        jobs: Some(jobs_cache),
-    };
+    let controllers = Controllers::new(&client, ns);
     let mut ctx = Context::new(
         client.clone(),
         ns,
-        caches,
+        controllers.caches(),
         store.clone(),
         metrics.clone(),
         now,
@@ -109,68 +90,22 @@ pub async fn run<S: Store + Clone>(
     let ctx = Arc::new(ctx);
 
     // Health: targets follow the fleet and the scans; a verdict change re-reconciles the
-    // mirror (status, Event) at once.
+    // mirrors (status, Event) at once.
     let (targets_tx, targets_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     let (rescanned_tx, rescanned_rx) = mpsc::channel::<String>(64);
-    let (transitions_tx, mut transitions) = mpsc::channel::<Transition>(1024);
+    let (transitions_tx, transitions_rx) = mpsc::channel::<Transition>(1024);
     let checker = Checker::new(StateWriter::new(store.clone()), now);
     let checking = tokio::spawn(checker.run(targets_rx, rescanned_rx, transitions_tx));
-    let (trigger_tx, trigger_rx) = mpsc::channel::<()>(1024);
-    let (rescan_tx, mut rescan_rx) = mpsc::channel::<String>(64);
-    let forwarding = {
-        let ns = ns.to_owned();
-        tokio::spawn(async move {
-            while let Some(t) = transitions.recv().await {
-                if t.change == health::Change::RescanFirst {
-                    let _ = rescan_tx.send(t.key.mirror.clone()).await;
-                }
-                tracing::debug!(mirror = %t.key.mirror, namespace = %ns, "health changed");
-                let _ = trigger_tx.try_send(());
-            }
-        })
-    };
-    let scheduling = {
-        let ctx = ctx.clone();
-        let client = client.clone();
-        let settings = settings.clone();
-        tokio::spawn(async move {
-            // Mirrors back from a long outage, and when that was noticed.
-            let mut wanted_rescan: BTreeMap<String, i64> = BTreeMap::new();
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                while let Ok(m) = rescan_rx.try_recv() {
-                    wanted_rescan.insert(m, (ctx.now)());
-                }
-                let Ok(state) = ctx.state().await else {
-                    continue;
-                };
-                let fleet = ctx.latest.borrow().clone();
-                let targets = health::checker::targets(&fleet, &state.indexes, &state.availability);
-                targets_tx.send_if_modified(|t| {
-                    let changed = **t != targets;
-                    if changed {
-                        *t = Arc::new(targets);
-                    }
-                    changed
-                });
-                if let Err(e) = schedule_scans(
-                    &ctx,
-                    &client,
-                    &settings,
-                    &fleet,
-                    &state,
-                    &mut wanted_rescan,
-                    &rescanned_tx,
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "scan scheduling failed");
-                }
-            }
-        })
-    };
-
+    let (health_tx, health_rx) = mpsc::channel::<()>(1024);
+    let (rescan_tx, rescan_rx) = mpsc::channel::<String>(64);
+    let forwarding = tokio::spawn(forward_transitions(transitions_rx, rescan_tx, health_tx));
+    let scheduler = Scheduler::new(
+        client.clone(),
+        ns,
+        settings.jobs.clone(),
+        settings.scan_interval_seconds,
+    );
+    let scheduling = tokio::spawn(scheduler.run(ctx.clone(), targets_tx, rescan_rx, rescanned_tx));
     let git = settings.git.clone().map(|(source, every)| {
         tokio::spawn(crate::gitsync::follow(
             client.clone(),
@@ -179,32 +114,12 @@ pub async fn run<S: Store + Clone>(
             every,
         ))
     });
-    let trigger = futures_util::stream::unfold(trigger_rx, |mut rx| async move {
-        rx.recv().await.map(|r| (r, rx))
-    });
-    let controllers = futures_util::future::join4(
-        projects
-            .run(crate::reconcile_project, error_policy, ctx.clone())
-            .for_each(drain),
-        mirrors
-            // A health verdict changed: statuses (and Events) follow at once.
-            .reconcile_all_on(trigger)
-            .run(crate::reconcile_mirror, error_policy, ctx.clone())
-            .for_each(drain),
-        sponsors
-            .run(crate::reconcile_sponsor, error_policy, ctx.clone())
-            .for_each(drain),
-        rules
-            .run(crate::reconcile_rule, error_policy, ctx.clone())
-            .for_each(drain),
-    );
     let outcome = tokio::select! {
-        _ = controllers => Err(Error::ControllersStopped),
-        _ = elector.hold() => Err(Error::LeadershipLost),
-        _ = mirrorfleet_runtime::shutdown_signal() => Ok(()),
+        () = controllers.run(ctx.clone(), health_rx) => Err(Error::ControllersStopped),
+        () = elector.hold() => Err(Error::LeadershipLost),
+        () = mirrorfleet_runtime::shutdown_signal() => Ok(()),
     };
     metrics.leader.store(false, Ordering::Relaxed);
-    jobs_watch.abort();
     for t in [checking, forwarding, scheduling].into_iter().chain(git) {
         t.abort();
     }
@@ -212,85 +127,115 @@ pub async fn run<S: Store + Clone>(
     outcome
 }
 
-/// Starts the scan Jobs that are due, within the cap on concurrent scans; clears served
-/// `scan-requested` annotations; tells the checker about mirrors rescanned after an outage.
-async fn schedule_scans<S: Store>(
-    ctx: &Context<S>,
-    client: &Client,
-    settings: &Settings,
-    fleet: &FleetState,
-    state: &LoadedState,
-    wanted_rescan: &mut BTreeMap<String, i64>,
-    rescanned: &mpsc::Sender<String>,
-) -> Result<(), kube::Error> {
-    let ns = settings.namespace.as_str();
-    let jobs_api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let jobs = jobs_api
-        .list(&ListParams::default().labels("app.kubernetes.io/component=scan"))
-        .await?;
-    let finished = jobs::finished;
-    let running = |m: &str, p: &str| {
-        jobs.items.iter().any(|j| {
-            let l = j.labels();
-            !finished(j)
-                && l.get(LABEL_MIRROR).is_some_and(|v| v == m)
-                && l.get(LABEL_PROJECT).is_some_and(|v| v == p)
-        })
-    };
-    let mut active = jobs.items.iter().filter(|j| !finished(j)).count();
-    let now = (ctx.now)();
-    for m in &fleet.mirrors {
-        let Some(obj) = ctx.caches.mirrors.get(&ObjectRef::new(&m.name).within(ns)) else {
-            continue;
-        };
-        let requested = obj.annotations().contains_key(SCAN_REQUESTED);
-        let rescan_since = wanted_rescan.get(&m.name).copied();
-        let mut all_rescanned = true;
-        for carried in &m.projects {
-            let avail = state
-                .availability
-                .get(&(m.name.clone(), carried.project.clone()));
-            let last_scan = avail.map(|a| a.scanned_at);
-            // After a long outage every project is scanned again before traffic returns.
-            let stale = rescan_since.is_some_and(|t| last_scan.is_none_or(|s| s < t));
-            all_rescanned &= !stale;
-            let facts = ScanFacts {
-                last_scan,
-                last_sync: avail.and_then(|a| a.last_sync),
-                running: running(&m.name, &carried.project),
-                requested: requested || stale,
-            };
-            let Some(why) = jobs::due(&facts, settings.scan_interval_seconds, now) else {
-                continue;
-            };
-            if active >= settings.jobs.max_concurrent {
-                return Ok(());
-            }
-            let job = jobs::scan_job(&obj, &carried.project, &settings.jobs, now);
-            jobs_api.create(&PostParams::default(), &job).await?;
-            active += 1;
-            ctx.metrics.scan_jobs.inc();
-            tracing::info!(mirror = %m.name, project = %carried.project, reason = ?why, "scan Job created");
-        }
-        if requested {
-            let clear = serde_json::json!({"metadata": {"annotations": {SCAN_REQUESTED: null}}});
-            Api::<Mirror>::namespaced(client.clone(), ns)
-                .patch(&m.name, &PatchParams::default(), &Patch::Merge(&clear))
-                .await?;
-        }
-        if rescan_since.is_some() && all_rescanned {
-            wanted_rescan.remove(&m.name);
-            let _ = rescanned.send(m.name.clone()).await;
-        }
-    }
-    Ok(())
+/// The four controllers of a namespace, and the watch of its scan Jobs (cached for their
+/// failures to reach the Mirrors' status). Their caches fill once [`Controllers::run`] runs.
+pub struct Controllers {
+    projects: Controller<Project>,
+    mirrors: Controller<Mirror>,
+    sponsors: Controller<Sponsor>,
+    rules: Controller<RegionRule>,
+    jobs: Cache<Job>,
+    jobs_watch: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
-/// Logs what a controller stream reports as an error (reconcile errors are logged by the
-/// error policy; these are watch and queue errors).
-async fn drain<T, E: std::fmt::Display>(r: Result<T, E>) {
-    if let Err(e) = r {
-        // Watch errors (e.g. a forbidden list): the stream retries, but they must be seen.
-        tracing::warn!(error = %e, "controller stream");
+impl std::fmt::Debug for Controllers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controllers").finish_non_exhaustive()
+    }
+}
+
+impl Controllers {
+    /// The controllers of `namespace`; the Mirrors' also watches the Jobs they own.
+    pub fn new(client: &Client, namespace: &str) -> Controllers {
+        fn api<K: crate::Namespaced>(client: &Client, namespace: &str) -> Api<K> {
+            Api::namespaced(client.clone(), namespace)
+        }
+        let wc = watcher::Config::default;
+        let (jobs, jobs_writer) = kube::runtime::reflector::store::<Job>();
+        let jobs_watch = kube::runtime::reflector(
+            jobs_writer,
+            watcher(api(client, namespace), wc().labels(SCAN_JOBS)),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::warn!(error = %error_chain(&KubeError(e)), "scan Jobs watch");
+            }
+        });
+        Controllers {
+            projects: Controller::new(api(client, namespace), wc()),
+            mirrors: Controller::new(api(client, namespace), wc()).owns(
+                api::<Job>(client, namespace),
+                wc().labels("app.kubernetes.io/managed-by=mirrorfleet"),
+            ),
+            sponsors: Controller::new(api(client, namespace), wc()),
+            rules: Controller::new(api(client, namespace), wc()),
+            jobs,
+            jobs_watch: Box::pin(jobs_watch),
+        }
+    }
+
+    /// The caches the reconciles read (the context's).
+    pub fn caches(&self) -> Caches {
+        Caches {
+            projects: self.projects.store(),
+            mirrors: self.mirrors.store(),
+            sponsors: self.sponsors.store(),
+            rules: self.rules.store(),
+            jobs: Some(self.jobs.clone()),
+        }
+    }
+
+    /// Runs the four controllers with `ctx` (built on [`Controllers::caches`]) and the Jobs'
+    /// watch; each message on `health_changed` reconciles every Mirror at once. Returns when
+    /// the controllers' streams have ended.
+    pub async fn run<S: Store>(self, ctx: Arc<Context<S>>, health_changed: mpsc::Receiver<()>) {
+        let health_changed = futures_util::stream::unfold(health_changed, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        });
+        let controllers = futures_util::future::join4(
+            self.projects
+                .run(reconcile::<Project, S>, error_policy, ctx.clone())
+                .for_each(drain),
+            self.mirrors
+                // A health verdict changed: statuses (and Events) follow at once.
+                .reconcile_all_on(health_changed)
+                .run(reconcile::<Mirror, S>, error_policy, ctx.clone())
+                .for_each(drain),
+            self.sponsors
+                .run(reconcile::<Sponsor, S>, error_policy, ctx.clone())
+                .for_each(drain),
+            self.rules
+                .run(reconcile::<RegionRule, S>, error_policy, ctx)
+                .for_each(drain),
+        );
+        // The Jobs' watch never ends on its own; it stops with the controllers.
+        futures_util::future::select(Box::pin(controllers), self.jobs_watch).await;
+    }
+}
+
+/// Forwards the checker's transitions until it stops: each one asks for the Mirrors'
+/// reconcile on `health_changed` (not when that channel is full: one request waiting is
+/// enough); a mirror answering again after a long outage also goes to `rescan`.
+pub async fn forward_transitions(
+    mut transitions: mpsc::Receiver<Transition>,
+    rescan: mpsc::Sender<String>,
+    health_changed: mpsc::Sender<()>,
+) {
+    while let Some(t) = transitions.recv().await {
+        if t.change == health::Change::RescanFirst {
+            let _ = rescan.send(t.key.mirror.clone()).await;
+        }
+        tracing::debug!(mirror = %t.key.mirror, "health changed");
+        let _ = health_changed.try_send(());
+    }
+}
+
+/// Logs what a controller's stream reports as an error, once: a failed reconcile is logged
+/// by [`error_policy`] already; watch and queue errors (e.g. a forbidden list) are retried by
+/// the stream, but they must be seen.
+async fn drain<T>(r: Result<T, controller::Error<Error, watcher::Error>>) {
+    match r {
+        Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+        Err(e) => tracing::warn!(error = %error_chain(&KubeError(e)), "controller stream"),
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,67 +14,16 @@ use http::{Method, Request, Response};
 use kube::client::Body;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
-use kube::{Api, Client, Resource};
-use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
+use kube::{Api, Client};
+use mirrorfleet_crds::v1alpha1::{Mirror, RegionRule, Sponsor};
 use mirrorfleet_operator::lease::Elector;
 use mirrorfleet_operator::metrics::Metrics;
-use mirrorfleet_operator::{self, Caches, Context, reconcile_mirror, reconcile_sponsor};
-use mirrorfleet_store::{RedisConfig, RedisStore, RedisTarget, StateReader};
+use mirrorfleet_operator::{self, Caches, Context, reconcile};
+use mirrorfleet_store::{RedisStore, StateReader};
 use mirrorfleet_testkit::*;
 use serde_json::{Value, json};
-use tower_test::mock::{Handle, pair};
-
-type Mock = Handle<Request<Body>, Response<Body>>;
-
-const NOW: i64 = 1_795_309_320;
-
-fn now() -> i64 {
-    NOW
-}
-
-fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
-    serde_json::from_value(json!({
-        "apiVersion": "mirrorfleet.io/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "generation": 1},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-fn project() -> Project {
-    object(
-        "Project",
-        "videolan",
-        json!({"routing": {"pathPrefix": "/videolan/"}, "source": {"local": "/srv/videolan"}}),
-    )
-}
-
-fn sponsor() -> Sponsor {
-    object("Sponsor", "acme", json!({"displayName": "Acme"}))
-}
-
-fn mirror(name: &str, sponsor: &str) -> Mirror {
-    object(
-        "Mirror",
-        name,
-        json!({"sponsorRef": sponsor, "location": {"country": "FR"},
-               "projects": [{"project": "videolan", "https": format!("https://{name}.example/videolan/")}]}),
-    )
-}
-
-fn cache<K>(objects: Vec<K>) -> (reflector::Store<K>, reflector::store::Writer<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (reader, mut writer) = reflector::store::<K>();
-    writer.apply_watcher_event(&Event::Init);
-    for o in objects {
-        writer.apply_watcher_event(&Event::InitApply(o));
-    }
-    writer.apply_watcher_event(&Event::InitDone);
-    (reader, writer)
-}
+use support::*;
+use tower_test::mock::pair;
 
 struct World {
     ctx: Arc<Context<RedisStore>>,
@@ -83,13 +34,7 @@ struct World {
 }
 
 async fn world(mirrors: Vec<Mirror>, sponsors: Vec<Sponsor>) -> World {
-    let redis = Redis::start();
-    let store = RedisStore::connect(RedisConfig::new(RedisTarget::Url(format!(
-        "redis://127.0.0.1:{}/0",
-        redis.port
-    ))))
-    .await
-    .unwrap();
+    let (redis, store) = redis_store().await;
     let (service, mock) = pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let (mirrors_reader, mirrors_writer) = cache(mirrors);
@@ -115,39 +60,6 @@ async fn world(mirrors: Vec<Mirror>, sponsors: Vec<Sponsor>) -> World {
         mirrors: mirrors_writer,
         _redis: redis,
     }
-}
-
-/// Takes the next request, checks method and path, answers `reply` (or echoes the body).
-async fn expect(
-    mock: &mut Mock,
-    method: Method,
-    path: &str,
-    reply: Option<Value>,
-) -> (String, Value) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(10), mock.next_request())
-        .await
-        .expect("a request")
-        .expect("the service is open");
-    let uri = req.uri().to_string();
-    assert_eq!(req.method(), method, "{uri}");
-    assert!(uri.starts_with(path), "{uri} should start with {path}");
-    let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let answer = match reply {
-        // A status apply is answered with the whole object, its status replaced.
-        Some(mut object) if method == Method::PATCH => {
-            object["status"] = body["status"].clone();
-            object
-        }
-        Some(v) => v,
-        None => body.clone(),
-    };
-    send.send_response(
-        Response::builder()
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap(),
-    );
-    (uri, body)
 }
 
 /// The names of the mirrors in the fleet the operator wrote to the store.
@@ -186,7 +98,7 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 async fn a_valid_mirror_is_compiled_and_gets_ready() {
     let m = mirror("m1", "acme");
     let mut w = world(vec![m.clone()], vec![sponsor()]).await;
-    let task = tokio::spawn(reconcile_mirror(Arc::new(m.clone()), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(m.clone()), w.ctx.clone()));
     let mut applied = serde_json::to_value(&m).unwrap();
     let (uri, body) = expect(
         &mut w.mock,
@@ -247,7 +159,7 @@ async fn a_valid_mirror_is_compiled_and_gets_ready() {
     let again: Mirror = serde_json::from_value(applied).unwrap();
     let quiet = tokio::time::timeout(
         Duration::from_secs(5),
-        reconcile_mirror(Arc::new(again), w.ctx.clone()),
+        reconcile(Arc::new(again), w.ctx.clone()),
     )
     .await;
     assert!(quiet.is_ok(), "an unchanged world makes no API request");
@@ -263,7 +175,7 @@ async fn an_invalid_mirror_says_why_and_stays_out_of_the_state() {
     let good = mirror("m1", "acme");
     let bad = mirror("m2", "nobody");
     let mut w = world(vec![good, bad.clone()], vec![sponsor()]).await;
-    let task = tokio::spawn(reconcile_mirror(Arc::new(bad.clone()), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(bad.clone()), w.ctx.clone()));
     let (_, body) = expect(
         &mut w.mock,
         Method::PATCH,
@@ -338,7 +250,7 @@ async fn an_invalid_mirror_says_why_and_stays_out_of_the_state() {
 async fn a_deleted_mirror_leaves_the_state() {
     let (m1, m2) = (mirror("m1", "acme"), mirror("m2", "acme"));
     let mut w = world(vec![m1.clone(), m2.clone()], vec![sponsor()]).await;
-    let task = tokio::spawn(reconcile_sponsor(Arc::new(sponsor()), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(sponsor()), w.ctx.clone()));
     let (_, body) = expect(
         &mut w.mock,
         Method::PATCH,
@@ -355,7 +267,7 @@ async fn a_deleted_mirror_leaves_the_state() {
     // m2 is deleted: the next reconcile of anything rewrites the fleet without it (and, Ready
     // being unchanged, publishes no Event).
     w.mirrors.apply_watcher_event(&Event::Delete(m2));
-    let task = tokio::spawn(reconcile_sponsor(Arc::new(s), w.ctx.clone()));
+    let task = tokio::spawn(reconcile(Arc::new(s), w.ctx.clone()));
     let (_, body) = expect(
         &mut w.mock,
         Method::PATCH,

@@ -1,0 +1,206 @@
+//! One reconcile for the four kinds: assess the fleet and store it when it changed, compute
+//! the object's status, apply it when it differs ([`Context::apply_status`]). What differs
+//! by kind — its status type, what of the store and caches that status reads, the status
+//! function of [`crate::status`] — is the [`Reconciled`] trait.
+//!
+//! It must not write anything but the fleet state, statuses and Events, nor hold state of
+//! its own between reconciles (each one starts from the caches and the store).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use mirrorfleet_crds::v1alpha1::{
+    Mirror, MirrorStatus, Project, ProjectStatus, RegionRule, RegionRuleStatus, Sponsor,
+    SponsorStatus,
+};
+use mirrorfleet_store::Store;
+
+use crate::assess::Assessment;
+use crate::{Context, Error, HasConditions, Namespaced, RESYNC, jobs, status};
+
+/// A kind the operator reconciles: what its reconcile reads and computes.
+pub trait Reconciled: Namespaced + Send + Sync + 'static {
+    /// Its status.
+    type Status: HasConditions + Send + Sync;
+
+    /// The kind, as the label of the reconciles metric.
+    const KIND: &'static str;
+
+    /// The status the object has.
+    fn status(&self) -> Option<&Self::Status>;
+
+    /// The status it should have, given the fleet's assessment; reads what else it needs
+    /// from the store and the caches of `ctx`.
+    fn desired<S: Store>(
+        &self,
+        a: &Assessment,
+        ctx: &Context<S>,
+    ) -> impl Future<Output = Result<Self::Status, Error>> + Send;
+}
+
+/// Reconciles an object of any of the four kinds: the fleet first (it is one unit), then the
+/// object's status. Idempotent: an unchanged world makes no write.
+pub async fn reconcile<K: Reconciled, S: Store>(
+    obj: Arc<K>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc(K::KIND);
+    let a = ctx.sync_fleet().await?;
+    let new = obj.desired(&a, &ctx).await?;
+    ctx.apply_status(&*obj, obj.status(), &new).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Requeue after an error, counting it by kind and fixed label; logs the error's chain.
+pub fn error_policy<K: Resource<DynamicType = ()>, S: Store>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context<S>>,
+) -> Action {
+    ctx.metrics.errors.inc(error.label());
+    tracing::warn!(
+        kind = %K::kind(&()),
+        name = %obj.name_any(),
+        error = %mirrorfleet_runtime::error_chain(error),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+impl Reconciled for Mirror {
+    type Status = MirrorStatus;
+    const KIND: &'static str = "Mirror";
+
+    fn status(&self) -> Option<&MirrorStatus> {
+        self.status.as_ref()
+    }
+
+    /// Ready, Healthy from the stored health, Scanned from the stored scans and the failed
+    /// scan Jobs in the cache.
+    async fn desired<S: Store>(
+        &self,
+        a: &Assessment,
+        ctx: &Context<S>,
+    ) -> Result<MirrorStatus, Error> {
+        let state = ctx.state().await?;
+        let name = self.name_any();
+        let failed = ctx
+            .caches
+            .jobs
+            .as_ref()
+            .map(|cache| jobs::failed_scans(&cache.state(), &name))
+            .unwrap_or_default();
+        Ok(status::mirror(
+            a,
+            &name,
+            self.metadata.generation,
+            self.status.as_ref(),
+            &state,
+            &failed,
+            (ctx.now)(),
+        ))
+    }
+}
+
+impl Reconciled for Project {
+    type Status = ProjectStatus;
+    const KIND: &'static str = "Project";
+
+    fn status(&self) -> Option<&ProjectStatus> {
+        self.status.as_ref()
+    }
+
+    /// Ready, and Scanned from the stored index.
+    async fn desired<S: Store>(
+        &self,
+        a: &Assessment,
+        ctx: &Context<S>,
+    ) -> Result<ProjectStatus, Error> {
+        let state = ctx.state().await?;
+        let name = self.name_any();
+        let index = state
+            .indexes
+            .get(&name)
+            .map(|i| (i.as_ref(), state.index_meta.get(&name).map(|m| m.as_ref())));
+        Ok(status::project(
+            a,
+            &name,
+            self.metadata.generation,
+            self.status.as_ref(),
+            index,
+            (ctx.now)(),
+        ))
+    }
+}
+
+impl Reconciled for Sponsor {
+    type Status = SponsorStatus;
+    const KIND: &'static str = "Sponsor";
+
+    fn status(&self) -> Option<&SponsorStatus> {
+        self.status.as_ref()
+    }
+
+    /// From the assessment alone.
+    async fn desired<S: Store>(
+        &self,
+        a: &Assessment,
+        ctx: &Context<S>,
+    ) -> Result<SponsorStatus, Error> {
+        Ok(status::sponsor(
+            a,
+            &self.name_any(),
+            self.metadata.generation,
+            self.status.as_ref(),
+            (ctx.now)(),
+        ))
+    }
+}
+
+impl Reconciled for RegionRule {
+    type Status = RegionRuleStatus;
+    const KIND: &'static str = "RegionRule";
+
+    fn status(&self) -> Option<&RegionRuleStatus> {
+        self.status.as_ref()
+    }
+
+    /// From the assessment alone.
+    async fn desired<S: Store>(
+        &self,
+        a: &Assessment,
+        ctx: &Context<S>,
+    ) -> Result<RegionRuleStatus, Error> {
+        Ok(status::rule(
+            a,
+            &self.name_any(),
+            self.metadata.generation,
+            self.status.as_ref(),
+            (ctx.now)(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind<K: Reconciled>() -> (String, &'static str) {
+        (K::kind(&()).into_owned(), K::KIND)
+    }
+
+    #[test]
+    fn the_metric_label_is_the_kind() {
+        for (kind, label) in [
+            kind::<Project>(),
+            kind::<Mirror>(),
+            kind::<Sponsor>(),
+            kind::<RegionRule>(),
+        ] {
+            assert_eq!(kind, label);
+        }
+    }
+}
