@@ -303,9 +303,13 @@ async fn the_lease_is_created_then_waited_for_then_taken_over() {
     // No lease: GET 404, then POST creating it held by us.
     let e = elector.clone();
     let task = tokio::spawn(async move { e.try_acquire().await });
-    let (req, send) = mirrorfleet_testkit::within("the next API request", Duration::from_secs(10), mock.next_request())
-        .await
-        .expect("the service is open");
+    let (req, send) = mirrorfleet_testkit::within(
+        "the next API request",
+        Duration::from_secs(10),
+        mock.next_request(),
+    )
+    .await
+    .expect("the service is open");
     assert_eq!(
         (req.method(), req.uri().path()),
         (&Method::GET, &*format!("{path}/mirrorfleet-operator"))
@@ -366,9 +370,13 @@ async fn the_lease_is_created_then_waited_for_then_taken_over() {
         Some(lease_json("pod-b", "2026-11-22T03:00:00Z", "9")),
     )
     .await;
-    let (req, send) = mirrorfleet_testkit::within("the next API request", Duration::from_secs(10), mock.next_request())
-        .await
-        .expect("the service is open");
+    let (req, send) = mirrorfleet_testkit::within(
+        "the next API request",
+        Duration::from_secs(10),
+        mock.next_request(),
+    )
+    .await
+    .expect("the service is open");
     assert_eq!(req.method(), Method::PUT);
     send.send_response(
         Response::builder()
