@@ -107,6 +107,9 @@ pub async fn index_project<S: Store + Clone>(
                     // Dropping the scan in flight aborts it: it reads what is no longer wanted.
                     scanning = None;
                     next_scan = Instant::now();
+                    // The index held describes the old source: no digest of it is reused, and
+                    // no recheck holds it against the new tree, until the new one is built.
+                    current = None;
                 } else if let Some(s) = started {
                     next_scan = s + intervals.rescan;
                 }
