@@ -6,18 +6,19 @@
 //! when its input closes, so each can be tested alone:
 //!
 //! ```text
-//!   manifests (directory, or Git fetch + fast-forward), every reload_every
-//!        │
-//!   [follower] ── write_fleet ──────────────────────────────▶ ┌───────────────────────────┐
-//!        │ watch<Arc<FleetState>> (only when it changed)       │ store: fleet, indexes,    │
-//!        ├──────────────┬──────────────────┐                   │ availability, health      │
-//!        ▼              ▼                  ▼                   └─────────────┬─────────────┘
-//!   [sources]       [mirrors] ◀────────── [targets] ◀── watch<Arc<LoadedState>> (follow)
-//!    one task per    ≤ 4 scans,  ▲  │      │   (also to sources and mirrors)
-//!    project:        due per     │  │      │ watch<Arc<Vec<Target>>>
-//!    write_index     (mirror,    │  │      ▼
-//!                    project):   │  └─ mpsc rescanned ──▶ [Checker] ── write_health
-//!                    write_avail └─── mpsc Transition ────────┘
+//!  manifests (a directory, or Git: fetch + fast-forward), every reload_every
+//!      │
+//!  [follower] ──── write_fleet ────▶ store (fleet, indexes, availability, health)
+//!      │                                 │
+//!      │ watch<Arc<FleetState>>          │ follow → watch<Arc<LoadedState>>
+//!      │ (only when it changed)          │
+//!      └──▶ each of [sources], [mirrors] and [targets] takes both ◀──┘
+//!
+//!  [sources]  a task per project, its scan in a task of its own ── write_index ──────▶ store
+//!  [mirrors]  ≤ 4 scans at once, due per (mirror, project) ─── write_availability ──▶ store
+//!      ▲  └── mpsc<String> "rescanned" ───▶ [Checker] ── write_health ──▶ store
+//!      └───── mpsc<Transition> (RescanFirst) ──┘  ▲
+//!  [targets] ── watch<Arc<Vec<Target>>> ──────────┘
 //! ```
 //!
 //! Nothing here awaits a scan in a loop that serves other duties: a source scan runs in a task
