@@ -230,7 +230,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mirror_every: std::time::Duration::from_secs(mirror_scan_minutes.max(1) * 60),
                 recheck_every: std::time::Duration::from_secs(5),
             };
-            let task = standalone::maintain(settings, store.clone()).await?;
+            // Keeps the fleet, indexes, availability and health current until dropped.
+            let maintenance = standalone::maintain(settings, store.clone()).await?;
             let geo = Geo::open(geoip_city, geoip_asn)?;
             let mut listeners = Vec::new();
             for addr in &listen {
@@ -253,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mirrorfleet_runtime::shutdown_signal(),
             )
             .await;
-            task.abort();
+            drop(maintenance);
             Ok(ExitCode::SUCCESS)
         }
         Command::Operator {

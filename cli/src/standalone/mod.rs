@@ -1,0 +1,249 @@
+//! `mirrorfleet standalone`: the whole job in one process, without Kubernetes or Redis — the
+//! manifests compiled into an embedded store, source and mirror scans as in-process tasks
+//! (the same code the scan Jobs run), health checks, and the redirector embedded as a library.
+//!
+//! It runs as tasks joined by `watch` channels; each is a function of its inputs that returns
+//! when its input closes, so each can be tested alone:
+//!
+//! ```text
+//!  manifests (a directory, or Git: fetch + fast-forward), every reload_every
+//!      │
+//!  [follower] ──── write_fleet ────▶ store (fleet, indexes, availability, health)
+//!      │                                 │
+//!      │ watch<Arc<FleetState>>          │ follow → watch<Arc<LoadedState>>
+//!      │ (only when it changed)          │
+//!      └──▶ each of [sources], [mirrors] and [targets] takes both ◀──┘
+//!
+//!  [sources]  a task per project, its scan in a task of its own ── write_index ──────▶ store
+//!  [mirrors]  ≤ 4 scans at once, due per (mirror, project) ─── write_availability ──▶ store
+//!      ▲  └── mpsc<String> "rescanned" ───▶ [Checker] ── write_health ──▶ store
+//!      └───── mpsc<Transition> (RescanFirst) ──┘  ▲
+//!  [targets] ── watch<Arc<Vec<Target>>> ──────────┘
+//! ```
+//!
+//! Nothing here awaits a scan in a loop that serves other duties: a source scan runs in a task
+//! of its own project, mirror scans in a bounded set the scheduler only collects. Dropping the
+//! [`Standalone`] handle stops every task.
+
+mod follower;
+mod mirrors;
+mod sources;
+mod targets;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mirrorfleet_crds::state::{MirrorState, ProjectState};
+use mirrorfleet_geo::Locator;
+use mirrorfleet_health::Checker;
+use mirrorfleet_manifests::GitSource;
+use mirrorfleet_store::{EmbeddedStore, StateWriter};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::cmd;
+
+/// Mirror scans running at once.
+pub const MAX_SCANS: usize = 4;
+
+/// How often the store follower re-reads the whole manifest as a safety net (events carry
+/// every change in between).
+const STORE_RESYNC: Duration = Duration::from_secs(30);
+
+/// What standalone mode needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Directory of manifests (with `git`: the directory inside the repository is used).
+    pub manifests: PathBuf,
+    /// Follow a Git repository instead of a directory (polled every `reload_every`).
+    pub git: Option<GitSource>,
+    /// Locates mirrors whose spec gives no location (GeoIP of their host).
+    pub locator: Option<Arc<Locator>>,
+    /// How often the manifests are re-read.
+    pub reload_every: Duration,
+    /// How often sources are rescanned (mutable metadata is rechecked every few seconds).
+    pub source_every: Duration,
+    /// How often each mirror is rescanned.
+    pub mirror_every: Duration,
+    /// How often mutable metadata of local sources is re-checked.
+    pub recheck_every: Duration,
+}
+
+impl Settings {
+    /// The scan schedule these settings give.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            source_every: self.source_every,
+            recheck_every: self.recheck_every,
+            mirror_every: self.mirror_every,
+        }
+    }
+}
+
+/// The default scan intervals. Every task asks it per project or mirror, so that intervals
+/// given in the fleet (a Project's `scan` settings) can take over here without the tasks
+/// changing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Between two full scans of a source.
+    pub source_every: Duration,
+    /// Between two rechecks of a local source's mutable metadata.
+    pub recheck_every: Duration,
+    /// Between two scans of one mirror's copy of one project.
+    pub mirror_every: Duration,
+}
+
+/// How often one project's source is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceIntervals {
+    /// Between two full scans.
+    pub rescan: Duration,
+    /// Between two rechecks of mutable metadata (local sources only).
+    pub recheck: Duration,
+}
+
+impl Schedule {
+    /// The intervals of `project`'s source scans.
+    pub fn source(&self, _project: &ProjectState) -> SourceIntervals {
+        SourceIntervals {
+            rescan: self.source_every,
+            recheck: self.recheck_every,
+        }
+    }
+
+    /// The interval between scans of `mirror`'s copy of `project`.
+    pub fn mirror(&self, _mirror: &MirrorState, _project: &ProjectState) -> Duration {
+        self.mirror_every
+    }
+}
+
+/// The running standalone tasks; dropping it stops them all.
+#[derive(Debug)]
+pub struct Standalone {
+    _supervisor: Task<()>,
+}
+
+/// Loads the manifests (an error when they have problems), writes the fleet, then starts the
+/// tasks that keep the store's fleet, indexes, availability and health current.
+pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Result<Standalone> {
+    let source = follower::ManifestSource {
+        dir: settings.manifests.clone(),
+        git: settings.git.clone(),
+        locator: settings.locator.clone(),
+    };
+    let follower::Outcome { commit, fleet } = follower::read_once(&source).await;
+    let first = fleet.map_err(|problems| {
+        let problems = follower::Outcome::described(commit.as_deref(), &problems);
+        anyhow::anyhow!("the manifests have problems:\n{problems}")
+    })?;
+    let writer = StateWriter::new(store.clone());
+    let generation = writer.write_fleet(&first).await?;
+    // Every task that reads the store starts from a state holding at least that fleet (and
+    // whatever indexes earlier runs left).
+    let mut state = mirrorfleet_store::follow(store.clone(), STORE_RESYNC).await;
+    state
+        .wait_for(|s| s.generation >= generation)
+        .await
+        .map_err(|_| anyhow::anyhow!("the store follower stopped"))?;
+    let (fleet_tx, fleet) = watch::channel(Arc::new(first));
+    let (targets_tx, targets_rx) = watch::channel(Arc::new(Vec::new()));
+    let (rescanned_tx, rescanned_rx) = mpsc::channel::<String>(64);
+    let (transitions_tx, transitions_rx) = mpsc::channel(1024);
+    let (reading_tx, _) = watch::channel(follower::Reading {
+        reads: 1,
+        commit,
+        problems: None,
+    });
+    let schedule = settings.schedule();
+
+    let mut tasks: JoinSet<&'static str> = JoinSet::new();
+    tasks.spawn(named(
+        "manifest follower",
+        follower::follow(
+            source,
+            settings.reload_every,
+            writer.clone(),
+            fleet_tx,
+            reading_tx,
+        ),
+    ));
+    tasks.spawn(named(
+        "source indexer",
+        sources::index_sources(fleet.clone(), state.clone(), writer.clone(), schedule),
+    ));
+    tasks.spawn(named(
+        "mirror scan scheduler",
+        mirrors::schedule_scans(
+            fleet.clone(),
+            state.clone(),
+            writer.clone(),
+            transitions_rx,
+            rescanned_tx,
+            mirrors::ScanSettings {
+                schedule,
+                max_scans: MAX_SCANS,
+            },
+        ),
+    ));
+    tasks.spawn(named(
+        "health targets",
+        targets::publish_targets(fleet, state, targets_tx),
+    ));
+    let checker = Checker::new(writer, cmd::now);
+    tasks.spawn(named(
+        "health checker",
+        checker.run(targets_rx, rescanned_rx, transitions_tx),
+    ));
+    // The set lives in the supervisor: aborting it drops the set, which aborts every task.
+    let supervisor = Task::spawn(async move {
+        while let Some(ended) = tasks.join_next().await {
+            match ended {
+                Ok(task) => tracing::error!(task, "a standalone task stopped"),
+                Err(e) => tracing::error!(error = %e, "a standalone task failed"),
+            }
+        }
+    });
+    Ok(Standalone {
+        _supervisor: supervisor,
+    })
+}
+
+/// Runs `task`, then gives its name (for the supervisor's log).
+async fn named(name: &'static str, task: impl Future<Output = ()>) -> &'static str {
+    task.await;
+    name
+}
+
+/// A spawned task that is aborted when dropped; awaiting it gives the task's result.
+#[derive(Debug)]
+pub(crate) struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> Task<T> {
+    /// Spawns `fut` on the runtime.
+    pub(crate) fn spawn(fut: impl Future<Output = T> + Send + 'static) -> Task<T> {
+        Task(tokio::spawn(fut))
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

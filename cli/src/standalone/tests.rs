@@ -1,0 +1,119 @@
+//! All the tasks together, as `mirrorfleet standalone` runs them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use mirrorfleet_testkit::{rsync_daemon, wait_for, world_readable_tempdir, write_tree};
+
+use super::testing::{self, Staller, TIMEOUT};
+use super::{Settings, maintain};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_source_holds_up_neither_the_follower_nor_mirror_scans() {
+    let root = world_readable_tempdir();
+    let t0 = 1_795_309_320;
+    write_tree(&root.path().join("tiny"), &[("tiny.iso", b"tiny", t0)]);
+    write_tree(&root.path().join("mirror"), &[("tiny.iso", b"tiny", t0)]);
+    let daemon = rsync_daemon(&[("mirror", &root.path().join("mirror"))]);
+    // The slow project's upstream accepts the scan's connection and never answers.
+    let upstream = Staller::start();
+    let manifests = |fallback: &str| {
+        [
+            testing::project(
+                "tiny",
+                &format!("local: {}", root.path().join("tiny").display()),
+                &format!("  fallbacks:\n    - url: {fallback}\n"),
+            ),
+            testing::project(
+                "slow",
+                &format!("rsync: rsync://127.0.0.1:{}/slow/", upstream.port),
+                "",
+            ),
+            testing::SPONSOR.into(),
+            testing::mirror(
+                "m",
+                &[
+                    (
+                        "tiny",
+                        &format!("rsync://127.0.0.1:{}/mirror/", daemon.port),
+                    ),
+                    (
+                        "slow",
+                        &format!("rsync://127.0.0.1:{}/mirror/", daemon.port),
+                    ),
+                ],
+            ),
+        ]
+        .concat()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.yaml");
+    std::fs::write(&file, manifests("https://a.example/tiny/")).unwrap();
+    let t = testing::store().await;
+    let settings = Settings {
+        manifests: dir.path().to_path_buf(),
+        git: None,
+        locator: None,
+        reload_every: Duration::from_millis(100),
+        source_every: HOUR,
+        mirror_every: HOUR,
+        recheck_every: Duration::from_secs(5),
+    };
+    let running = maintain(settings, t.store.clone()).await.unwrap();
+
+    wait_for("the slow source's scan to connect", TIMEOUT, || {
+        let n = upstream.accepted();
+        std::future::ready(if n > 0 {
+            Ok(())
+        } else {
+            Err("no connection".into())
+        })
+    })
+    .await;
+    // Meanwhile the tiny project is indexed and the mirror's copy of it scanned…
+    t.until("the tiny project indexed and its mirror scanned", |s| {
+        let indexed = s.indexes.contains_key("tiny");
+        let scanned = s.availability.contains_key(&("m".into(), "tiny".into()));
+        if indexed && scanned {
+            Ok(())
+        } else {
+            Err(format!("indexed {indexed}, scanned {scanned}"))
+        }
+    })
+    .await;
+    // …and a change to the manifests reaches the store.
+    std::fs::write(&file, manifests("https://b.example/tiny/")).unwrap();
+    t.until("the changed manifests in the store", |s| {
+        let fallback = s
+            .fleet
+            .as_ref()
+            .and_then(|f| Some(f.project("tiny")?.fallbacks.first()?.url.clone()));
+        match fallback.as_deref() {
+            Some("https://b.example/tiny/") => Ok(()),
+            seen => Err(format!("fallback {seen:?}")),
+        }
+    })
+    .await;
+    assert_eq!(upstream.open(), 1, "the slow scan was still running");
+    let held = t.read().await;
+    assert!(!held.indexes.contains_key("slow"));
+    assert!(
+        !held.availability.contains_key(&("m".into(), "slow".into())),
+        "a project without an index is not scanned on mirrors"
+    );
+
+    // Dropping the handle stops every task: the slow scan is abandoned.
+    drop(running);
+    wait_for("the slow scan to be abandoned", TIMEOUT, || {
+        let open = upstream.open();
+        std::future::ready(if open == 0 {
+            Ok(())
+        } else {
+            Err(format!("{open} connection(s) open"))
+        })
+    })
+    .await;
+}
