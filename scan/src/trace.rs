@@ -30,7 +30,8 @@ pub fn parse(text: &str) -> Option<i64> {
     if clock.len() != 3 {
         return None;
     }
-    time::unix(year, month, day, clock[0], clock[1], clock[2])
+    // A sync before 1970 is no sync time (as for the numeric form).
+    time::unix(year, month, day, clock[0], clock[1], clock[2]).filter(|t| *t > 0)
 }
 
 #[cfg(test)]
@@ -48,5 +49,10 @@ mod tests {
         assert_eq!(parse(""), None);
         // Found by fuzzing: an absurd year overflowed the day count.
         assert_eq!(parse("t Nov 2 2:2:3 751255125555"), None);
+        // Found by fuzzing: a year before 1970 gave a negative sync time.
+        assert_eq!(
+            parse("Sun Nov 22 01:01:03 UTC 1013\nCreator: ftpsync\n"),
+            None
+        );
     }
 }
