@@ -12,8 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::index::FileRecord;
 use mirrorfleet_crds::state::{
-    Availability, FileIndex, FleetState, HashKind, LocationState, MirrorProjectState, MirrorState,
-    ProjectState,
+    Availability, FileIndex, FleetState, HashKind, MirrorState, ProjectState,
 };
 use mirrorfleet_geo::{ClientGeo, cc, unit_vector};
 use mirrorfleet_redirector::select::{Facts, select};
@@ -47,25 +46,12 @@ fn world(mirrors: usize) -> Snapshot {
     for m in 0..mirrors {
         let (c, lat, lon) = countries[m % 3];
         let name = format!("m{m}");
-        fleet.mirrors.push(MirrorState {
-            name: name.clone(),
-            enabled: true,
-            weight: 100,
-            ipv4: true,
-            ipv6: true,
-            location: LocationState {
-                country: Some(c.into()),
-                continent: Some(Continent::EU),
-                latitude: Some(lat + (m % 7) as f64 * 0.3),
-                longitude: Some(lon + (m % 5) as f64 * 0.3),
-            },
-            projects: vec![MirrorProjectState {
-                project: "p".into(),
-                https: Some(format!("https://{name}.example/")),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        fleet.mirrors.push(
+            MirrorState::test(&name)
+                .in_country(c)
+                .at(lat + (m % 7) as f64 * 0.3, lon + (m % 5) as f64 * 0.3)
+                .carrying("p", format!("https://{name}.example/")),
+        );
         let mut a = Availability {
             mirror: name.clone(),
             project: "p".into(),
