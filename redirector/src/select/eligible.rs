@@ -1,0 +1,216 @@
+//! Whether one mirror may serve one request — every exclusion rule of selection's step 2 and
+//! the tier of step 3, in one place, for a bare decision and an explained one alike — and,
+//! when it may, how it is ranked: the scheme it is used with, its tier, its weight.
+//!
+//! It must stay cheap for the common mirror: each rule is gated by a flag of the carrier's
+//! [`Hot`] facts, the cold part of the mirror is read only when a flag says so, and nothing is
+//! allocated unless explaining (named reasons are built only then). A new rule goes here, with
+//! its reason in [`Reason`] and, if it needs the cold part, a flag in [`Hot`].
+
+use mirrorfleet_crds::state::Action;
+
+use super::{Facts, Need, Reason, Tier};
+use crate::snapshot::{Hot, Project, Snapshot};
+
+/// One request, as the rules see it: fixed for every mirror of one decision.
+pub(super) struct Asked<'a, 's> {
+    pub(super) facts: &'a Facts<'a>,
+    pub(super) snap: &'s Snapshot,
+    pub(super) project: &'s Project,
+    pub(super) need: Need<'a, 's>,
+    /// The region rules that apply to this client, highest priority first.
+    pub(super) rules: &'a [usize],
+    /// The client's address family.
+    pub(super) v6: bool,
+}
+
+/// How a usable mirror is ranked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Usable {
+    /// Whether its HTTPS URL is used.
+    pub(super) https: bool,
+    /// Its tier.
+    pub(super) tier: Tier,
+    /// weight × capacity, scaled by the matching region rules.
+    pub(super) weight: f64,
+}
+
+/// Why a mirror is not used: the reason when explaining, `None` when only deciding.
+pub(super) type Excluded = Option<Reason>;
+
+impl Asked<'_, '_> {
+    /// Whether carrier `ci` of the project, with hot facts `h`, may serve the request, and how;
+    /// else why not. Rules are checked in a fixed order, so that a mirror excluded for several
+    /// reasons always names the same one.
+    #[inline]
+    pub(super) fn eligible(&self, ci: usize, h: &Hot) -> Result<Usable, Excluded> {
+        let (facts, g) = (self.facts, &self.facts.geo);
+        if !h.has(Hot::ENABLED) {
+            return Err(self.why(|| Reason::Disabled));
+        }
+        if !h.has(if self.v6 { Hot::IPV6 } else { Hot::IPV4 }) {
+            return Err(self.why(|| Reason::Family));
+        }
+        if h.flags & RESTRICTED != 0 {
+            self.restrictions(h)?;
+        }
+        let (preferred, weight) = if self.rules.is_empty() {
+            (false, f64::from(h.capacity))
+        } else {
+            self.region_rules(h)?
+        };
+        let https = self.scheme(h)?;
+        if h.has(Hot::PATHS)
+            && match self.need {
+                Need::File { file, .. } => !self.project.carriers[ci]
+                    .paths
+                    .iter()
+                    .any(|p| file.path.starts_with(p.as_str())),
+                Need::Project => true,
+            }
+        {
+            return Err(self.why(|| Reason::NotCarried));
+        }
+        if !h.has(Hot::SCANNED) {
+            return Err(self.why(|| Reason::NotScanned));
+        }
+        // Explaining: check now, to name the reason. Deciding: ranking checks lazily in rank
+        // order, so that only the mirrors that can win are looked up.
+        if facts.explain
+            && let Some(avail) = self.project.carriers[ci].avail.as_deref()
+            && let Need::File { file, mutable } = self.need
+        {
+            if mutable {
+                if !avail.holds_version(file.id, file.size, file.mtime) {
+                    return Err(Some(Reason::Outdated));
+                }
+            } else if !avail.present.contains(file.id) {
+                return Err(Some(Reason::Missing));
+            }
+        }
+        let tier = if preferred {
+            Tier::Preferred
+        } else if self.same_network(h) {
+            Tier::Network
+        } else if g.country.unwrap_or([0, 0]) != [0, 0] && g.country == Some(h.country) {
+            Tier::Country
+        } else if h.has(Hot::EXTRA_COUNTRIES)
+            && g.country.is_some_and(|cc| {
+                self.snap.mirrors[h.mirror as usize]
+                    .extra_countries
+                    .contains(&cc)
+            })
+        {
+            Tier::ExtraCountry
+        } else if g.continent.is_some() && g.continent == h.continent {
+            Tier::Continent
+        } else {
+            Tier::Elsewhere
+        };
+        Ok(Usable {
+            https,
+            tier,
+            weight,
+        })
+    }
+
+    /// `reason` when explaining; nothing is built when only deciding.
+    fn why(&self, reason: impl FnOnce() -> Reason) -> Excluded {
+        self.facts.explain.then(reason)
+    }
+
+    /// Maintenance windows and the mirror's own restrictions (read from its cold part).
+    #[inline(never)]
+    fn restrictions(&self, h: &Hot) -> Result<(), Excluded> {
+        let (facts, g) = (self.facts, &self.facts.geo);
+        let m = &self.snap.mirrors[h.mirror as usize];
+        if h.has(Hot::MAINTENANCE)
+            && m.state
+                .maintenance
+                .iter()
+                .any(|(a, b)| (*a..*b).contains(&facts.now))
+        {
+            return Err(self.why(|| Reason::Maintenance));
+        }
+        if h.has(Hot::COUNTRY_ONLY)
+            && !g
+                .country
+                .is_some_and(|cc| m.country == Some(cc) || m.extra_countries.contains(&cc))
+        {
+            return Err(self.why(|| Reason::CountryOnly));
+        }
+        if h.has(Hot::CONTINENT_ONLY) && (g.continent.is_none() || g.continent != m.continent) {
+            return Err(self.why(|| Reason::ContinentOnly));
+        }
+        if h.has(Hot::AS_ONLY) && !g.asn.is_some_and(|a| m.state.asns.contains(&a)) {
+            return Err(self.why(|| Reason::AsOnly));
+        }
+        if h.has(Hot::NETWORKS_ONLY) && !m.networks.iter().any(|n| n.contains(&facts.ip)) {
+            return Err(self.why(|| Reason::NetworksOnly));
+        }
+        if h.has(Hot::EXCLUDES) && g.country.is_some_and(|cc| m.excluded.contains(&cc)) {
+            return Err(self.why(|| Reason::ExcludedCountry));
+        }
+        Ok(())
+    }
+
+    /// The region rules that apply: excluded by `Exclude` or `Only`, else whether `Prefer`
+    /// ranks it first and its weight as `Scale` leaves it.
+    fn region_rules(&self, h: &Hot) -> Result<(bool, f64), Excluded> {
+        let mirror = h.mirror as usize;
+        let mut preferred = false;
+        let mut weight = f64::from(h.capacity);
+        for &ri in self.rules {
+            let rule = &self.snap.rules[ri];
+            let named = rule.mirrors.contains(&mirror);
+            match rule.action() {
+                Action::Exclude if named => {
+                    return Err(self.why(|| Reason::Rule(rule.state.name.clone())));
+                }
+                Action::Only if !named => {
+                    return Err(self.why(|| Reason::Rule(rule.state.name.clone())));
+                }
+                Action::Prefer if named => preferred = true,
+                Action::Scale if named => weight *= rule.state.weight_factor.unwrap_or(1.0),
+                _ => {}
+            }
+        }
+        Ok((preferred, weight))
+    }
+
+    /// Scheme and health: HTTPS when it is there and up, plain HTTP only for a plain-HTTP
+    /// client (never a downgrade); whether HTTPS is used.
+    #[inline]
+    fn scheme(&self, h: &Hot) -> Result<bool, Excluded> {
+        let (has_http, has_https) = (h.has(Hot::HTTP), h.has(Hot::HTTPS));
+        if has_https && !h.is_down(true, self.v6) {
+            return Ok(true);
+        }
+        if !self.facts.https_only && has_http && !h.is_down(false, self.v6) {
+            return Ok(false);
+        }
+        Err(self.why(|| {
+            if !has_https && (self.facts.https_only || !has_http) {
+                Reason::NoScheme
+            } else {
+                let m = &self.snap.mirrors[h.mirror as usize];
+                Reason::Down(m.health(has_https, self.v6).reason.clone())
+            }
+        }))
+    }
+
+    /// Same network or autonomous system as the client.
+    fn same_network(&self, h: &Hot) -> bool {
+        let (facts, m) = (self.facts, || &self.snap.mirrors[h.mirror as usize]);
+        (h.has(Hot::ASNS) && facts.geo.asn.is_some_and(|a| m().state.asns.contains(&a)))
+            || (h.has(Hot::NETWORKS) && m().networks.iter().any(|n| n.contains(&facts.ip)))
+    }
+}
+
+/// The flags of the rules read from a mirror's cold part by [`Asked::restrictions`].
+const RESTRICTED: u32 = Hot::MAINTENANCE
+    | Hot::COUNTRY_ONLY
+    | Hot::CONTINENT_ONLY
+    | Hot::AS_ONLY
+    | Hot::NETWORKS_ONLY
+    | Hot::EXCLUDES;
