@@ -270,14 +270,7 @@ fn decide<'s>(
     }
     let rules = &rule_buf[..n_rules];
 
-    let asked = Asked {
-        facts,
-        snap,
-        project,
-        need,
-        rules,
-        v6: facts.ip.to_canonical().is_ipv6(),
-    };
+    let asked = Asked::new(facts, snap, project, need, rules);
 
     let mut scratch = Scratch::take(project.carriers.len());
     let cands = &mut scratch.0;

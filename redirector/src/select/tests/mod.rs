@@ -15,6 +15,8 @@ use mirrorfleet_geo::{cc, unit_vector};
 
 use crate::snapshot::Snapshot;
 
+mod eligible;
+
 const T: i64 = 1_795_309_320;
 
 /// A mirror of the test project `p`, over HTTP and HTTPS.
