@@ -1,7 +1,10 @@
 //! Mirror fixtures for tests and benchmarks (feature `fixtures`, and this crate's own tests):
 //! a [`MirrorState`] described in one expression, so that every test and benchmark builds its
-//! fleet the same way —
-//! `MirrorState::test("lyon").in_country("FR").at(45.76, 4.84).carrying("p", "https://lyon.example/p/")`.
+//! fleet the same way:
+//!
+//! ```text
+//! MirrorState::test("lyon").in_country("FR").at(45.76, 4.84).carrying("p", "https://lyon.example/p/")
+//! ```
 //!
 //! Must not be part of a production build: only dev-dependencies turn the feature on. Pure
 //! constructors: no I/O, no randomness, no clock.

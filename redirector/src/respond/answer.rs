@@ -1,6 +1,6 @@
-//! One answer per kind of request ([`Ask`](crate::request::Ask)), each with the metrics outcome it counts as: the
-//! selection it needs, the download count it records, and the page or redirect built by the
-//! sibling modules. The server only dispatches here.
+//! One answer per kind of request ([`Ask`](crate::request::Ask)), each with the metrics
+//! outcome it counts as: the selection it needs, the download count it records, and the page
+//! or redirect built by the sibling modules. The server only dispatches here.
 //!
 //! The download ([`download`]) is the hot path: it borrows the snapshot, allocates only what
 //! selection and the redirect need, and counts the download without waiting. Nothing here reads
