@@ -7,7 +7,8 @@
 //!    not proven current, no URL for an acceptable scheme, down for the client's scheme and
 //!    address family, restrictions, region rules.
 //! 3. Rank into tiers — preferred by a rule; same network or AS; same country; additional
-//!    country; same continent; elsewhere — then by distance.
+//!    country; same continent; elsewhere — then by distance. (Steps 2 and 3 for one mirror
+//!    are [`eligible`]'s, for every kind of decision.)
 //! 4. Spread load among the *nearby* mirrors of the best tier (within 1.5 × the closest
 //!    distance + 100 km) in proportion to weight × capacity, or by rendezvous hashing of the
 //!    client's network when stickiness is asked for. Far-away mirrors never change this share.
