@@ -116,19 +116,6 @@ impl Hot {
     /// The carrier has been scanned.
     pub const SCANNED: u32 = 1 << 16;
 
-    /// The flags that need more than the hot facts: restrictions, sub-trees, network
-    /// preferences, additional countries.
-    pub const SPECIAL: u32 = Hot::COUNTRY_ONLY
-        | Hot::CONTINENT_ONLY
-        | Hot::AS_ONLY
-        | Hot::NETWORKS_ONLY
-        | Hot::MAINTENANCE
-        | Hot::EXCLUDES
-        | Hot::ASNS
-        | Hot::NETWORKS
-        | Hot::EXTRA_COUNTRIES
-        | Hot::PATHS;
-
     /// Whether `flag` is set.
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0

@@ -7,13 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::index::FileRecord;
 use mirrorfleet_crds::state::stats;
 use mirrorfleet_crds::state::{
     Availability, FallbackState, Family, FileIndex, FleetState, HashKind, HealthState,
-    LocationState, MirrorHealth, MirrorProjectState, MirrorState, ProbeScheme, ProjectState,
-    SponsorState,
+    MirrorHealth, MirrorState, ProbeScheme, ProjectState, SponsorState,
 };
 use mirrorfleet_geo::Geo;
 use mirrorfleet_redirector::server::{self, Config};
@@ -109,26 +107,14 @@ fn geoip_with(
 }
 
 fn mirror(name: &str, cc: &str, lat: f64, lon: f64, http_only: bool) -> MirrorState {
-    MirrorState {
-        name: name.into(),
-        sponsor: "s".into(),
-        enabled: true,
-        weight: 100,
-        ipv4: true,
-        ipv6: true,
-        location: LocationState {
-            country: Some(cc.into()),
-            continent: Some(Continent::EU),
-            latitude: Some(lat),
-            longitude: Some(lon),
-        },
-        projects: vec![MirrorProjectState {
-            project: "p".into(),
-            http: Some(format!("http://{name}.example/p/")),
-            https: (!http_only).then(|| format!("https://{name}.example/p/")),
-            ..Default::default()
-        }],
-        ..Default::default()
+    let m = MirrorState::test(name)
+        .in_country(cc)
+        .at(lat, lon)
+        .carrying("p", format!("http://{name}.example/p/"));
+    if http_only {
+        m
+    } else {
+        m.carrying("p", format!("https://{name}.example/p/"))
     }
 }
 

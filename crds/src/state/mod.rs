@@ -42,6 +42,8 @@ pub mod avail;
 pub mod classes;
 mod codec;
 pub mod envelope;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod fleet;
 pub mod health;
 pub mod index;

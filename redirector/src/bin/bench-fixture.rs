@@ -3,6 +3,12 @@
 //! countries, each holding every file. Used by `scripts/bench-redirect`.
 //!
 //! Usage: bench-fixture DIR --files N --mirrors M
+//!
+//! Its mirrors are written out here rather than with `MirrorState::test(…)`: those builders
+//! sit behind mirrorfleet-crds' `fixtures` feature, which only the redirector's
+//! dev-dependencies turn on. A binary sees normal dependencies only, and enabling the feature
+//! there would compile the fixtures into the production redirector (and, by feature
+//! unification, into the `mirrorfleet` binary that embeds it) for the sake of one literal.
 
 use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::index::FileRecord;

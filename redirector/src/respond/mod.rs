@@ -1,7 +1,8 @@
 //! Turning a decision into an HTTP answer: `302` with `Location`, `Link: rel=duplicate`
 //! alternates (RFC 6249), the metalink link, `Digest` (RFC 3230) and `Repr-Digest` (RFC 9530);
 //! `304`; checksums; errors — here, on the hot path; the JSON answer, the mirror list page and
-//! directory listings in [`pages`]; metalinks and apt lists in [`lists`]. URLs are built from
+//! directory listings in [`pages`]; metalinks and apt lists in [`lists`]; the answer to each
+//! kind of request, built from these, in [`answer`]. URLs are built from
 //! a mirror's or fallback's base URL and the file's path re-encoded segment by segment, so no
 //! request can produce a URL outside a configured base.
 
@@ -18,6 +19,7 @@ use mirrorfleet_crds::url::encode_path;
 use crate::select::Decision;
 use crate::snapshot::Snapshot;
 
+pub mod answer;
 pub mod lists;
 pub mod pages;
 

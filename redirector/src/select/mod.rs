@@ -7,7 +7,8 @@
 //!    not proven current, no URL for an acceptable scheme, down for the client's scheme and
 //!    address family, restrictions, region rules.
 //! 3. Rank into tiers — preferred by a rule; same network or AS; same country; additional
-//!    country; same continent; elsewhere — then by distance.
+//!    country; same continent; elsewhere — then by distance. (Steps 2 and 3 for one mirror
+//!    are [`eligible`]'s, for every kind of decision.)
 //! 4. Spread load among the *nearby* mirrors of the best tier (within 1.5 × the closest
 //!    distance + 100 km) in proportion to weight × capacity, or by rendezvous hashing of the
 //!    client's network when stickiness is asked for. Far-away mirrors never change this share.
@@ -18,10 +19,11 @@
 
 use std::net::IpAddr;
 
-use mirrorfleet_crds::state::{Action, FallbackState, FileEntry};
+use mirrorfleet_crds::state::{FallbackState, FileEntry};
 use mirrorfleet_geo::{ClientGeo, distance_km};
 
 use crate::snapshot::{Hot, Snapshot};
+use eligible::Asked;
 use rank::{Scratch, rank, rank_key};
 
 /// The facts of one request.
@@ -246,14 +248,14 @@ enum Need<'a, 's> {
     Project,
 }
 
-/// The ranking shared by [`select`] and [`select_project`].
+/// The ranking shared by [`select`] and [`select_project`]: every carrier of the project
+/// through [`Asked::eligible`], the usable ones ranked.
 fn decide<'s>(
     facts: &Facts<'_>,
     snap: &'s Snapshot,
     project: &'s crate::snapshot::Project,
     need: Need<'_, 's>,
 ) -> Decision<'s> {
-    let v6 = facts.ip.to_canonical().is_ipv6();
     let g = &facts.geo;
     let project_name = project.state.name.as_str();
     // Rules that apply to this client, highest priority first (typically none or one).
@@ -269,27 +271,22 @@ fn decide<'s>(
     }
     let rules = &rule_buf[..n_rules];
 
+    let asked = Asked::new(facts, snap, project, need, rules);
+
     let mut scratch = Scratch::take(project.carriers.len());
     let cands = &mut scratch.0;
     // The best-ranked candidate, tracked on the way (ranking starts from it).
     let (mut best, mut best_key) = (0, f64::INFINITY);
     let mut excluded = Vec::new();
-    let mut exclude = |m: usize, r: Reason| {
-        if facts.explain {
-            excluded.push((m, r));
-        }
-    };
-    let family = if v6 { Hot::IPV6 } else { Hot::IPV4 };
-    let client_cc = g.country.unwrap_or([0, 0]);
-    // Same continent or elsewhere (the tiers every mirror can reach).
-    let base_tier = |h: &Hot| {
-        if g.continent.is_some() && g.continent == h.continent {
-            Tier::Continent
-        } else {
-            Tier::Elsewhere
-        }
-    };
-    let mut push = |ci: usize, h: &Hot, tier: Tier, https: bool, weight: f64| {
+    for (ci, h) in project.lanes.iter().enumerate() {
+        let u = match asked.eligible(ci, h) {
+            Ok(u) => u,
+            Err(Some(reason)) => {
+                excluded.push((h.mirror as usize, reason));
+                continue;
+            }
+            Err(None) => continue,
+        };
         let closeness = match g.point {
             Some(a) if h.has(Hot::LOCATED) => {
                 let p = h.point.map(f64::from);
@@ -297,188 +294,19 @@ fn decide<'s>(
             }
             _ => None,
         };
-        let key = rank_key(tier, closeness);
+        let key = rank_key(u.tier, closeness);
         if key < best_key {
             (best, best_key) = (cands.len(), key);
         }
         cands.push(Cand {
             key,
             closeness: closeness.unwrap_or(f64::NAN),
-            weight: weight.max(f64::MIN_POSITIVE),
+            weight: u.weight.max(f64::MIN_POSITIVE),
             carrier: ci as u32,
             mirror: h.mirror,
-            https,
-            tier,
+            https: u.https,
+            tier: u.tier,
         });
-    };
-    // The common case, in few instructions: an enabled, scanned mirror reachable over the
-    // client's family, without restrictions, sub-trees or network preferences, no rule
-    // applying, and only a decision asked for (no reasons).
-    let plain = !facts.explain && rules.is_empty();
-    let plain_need = Hot::ENABLED | family | Hot::SCANNED;
-    let plain_mask = plain_need | Hot::SPECIAL;
-    'carriers: for (ci, h) in project.lanes.iter().enumerate() {
-        if plain && h.flags & plain_mask == plain_need {
-            let https = h.has(Hot::HTTPS) && !h.is_down(true, v6);
-            if !https && (facts.https_only || !h.has(Hot::HTTP) || h.is_down(false, v6)) {
-                continue;
-            }
-            let tier = if client_cc != [0, 0] && client_cc == h.country {
-                Tier::Country
-            } else {
-                base_tier(h)
-            };
-            push(ci, h, tier, https, f64::from(h.capacity));
-            continue;
-        }
-        let mirror = h.mirror as usize;
-        if !h.has(Hot::ENABLED) {
-            exclude(mirror, Reason::Disabled);
-            continue;
-        }
-        if !h.has(family) {
-            exclude(mirror, Reason::Family);
-            continue;
-        }
-        // Rarely set: the cold part of the mirror is read only when a flag says so.
-        if h.flags
-            & (Hot::MAINTENANCE
-                | Hot::COUNTRY_ONLY
-                | Hot::CONTINENT_ONLY
-                | Hot::AS_ONLY
-                | Hot::NETWORKS_ONLY
-                | Hot::EXCLUDES)
-            != 0
-        {
-            let m = &snap.mirrors[mirror];
-            if h.has(Hot::MAINTENANCE)
-                && m.state
-                    .maintenance
-                    .iter()
-                    .any(|(a, b)| (*a..*b).contains(&facts.now))
-            {
-                exclude(mirror, Reason::Maintenance);
-                continue;
-            }
-            if h.has(Hot::COUNTRY_ONLY)
-                && !g
-                    .country
-                    .is_some_and(|cc| m.country == Some(cc) || m.extra_countries.contains(&cc))
-            {
-                exclude(mirror, Reason::CountryOnly);
-                continue;
-            }
-            if h.has(Hot::CONTINENT_ONLY) && (g.continent.is_none() || g.continent != m.continent) {
-                exclude(mirror, Reason::ContinentOnly);
-                continue;
-            }
-            if h.has(Hot::AS_ONLY) && !g.asn.is_some_and(|a| m.state.asns.contains(&a)) {
-                exclude(mirror, Reason::AsOnly);
-                continue;
-            }
-            if h.has(Hot::NETWORKS_ONLY) && !m.networks.iter().any(|n| n.contains(&facts.ip)) {
-                exclude(mirror, Reason::NetworksOnly);
-                continue;
-            }
-            if h.has(Hot::EXCLUDES) && g.country.is_some_and(|cc| m.excluded.contains(&cc)) {
-                exclude(mirror, Reason::ExcludedCountry);
-                continue;
-            }
-        }
-        let mut preferred = false;
-        let mut weight = f64::from(h.capacity);
-        for &ri in rules {
-            let rule = &snap.rules[ri];
-            let named = rule.mirrors.contains(&mirror);
-            match rule.action() {
-                Action::Exclude if named => {
-                    exclude(mirror, Reason::Rule(rule.state.name.clone()));
-                    continue 'carriers;
-                }
-                Action::Only if !named => {
-                    exclude(mirror, Reason::Rule(rule.state.name.clone()));
-                    continue 'carriers;
-                }
-                Action::Prefer if named => preferred = true,
-                Action::Scale if named => weight *= rule.state.weight_factor.unwrap_or(1.0),
-                _ => {}
-            }
-        }
-        // Scheme and health: HTTPS when possible, plain HTTP only for plain-HTTP clients.
-        let (has_http, has_https) = (h.has(Hot::HTTP), h.has(Hot::HTTPS));
-        let https_ok = has_https && !h.is_down(true, v6);
-        let http_ok = !facts.https_only && has_http && !h.is_down(false, v6);
-        let https = match (https_ok, http_ok) {
-            (true, _) => true,
-            (false, true) => false,
-            (false, false) => {
-                let reason = if !has_https && (facts.https_only || !has_http) {
-                    Reason::NoScheme
-                } else {
-                    let m = &snap.mirrors[mirror];
-                    Reason::Down(m.health(has_https, v6).reason.clone())
-                };
-                exclude(mirror, reason);
-                continue;
-            }
-        };
-        if h.has(Hot::PATHS)
-            && match need {
-                Need::File { file, .. } => !project.carriers[ci]
-                    .paths
-                    .iter()
-                    .any(|p| file.path.starts_with(p.as_str())),
-                Need::Project => true,
-            }
-        {
-            exclude(mirror, Reason::NotCarried);
-            continue;
-        }
-        if !h.has(Hot::SCANNED) {
-            exclude(mirror, Reason::NotScanned);
-            continue;
-        }
-        // Explaining: check now, to name the reason. Deciding: check lazily in rank order, so
-        // only the mirrors that can win are looked up.
-        if let Some(avail) = project.carriers[ci]
-            .avail
-            .as_deref()
-            .filter(|_| facts.explain)
-            && let Need::File { file, mutable } = need
-        {
-            if mutable {
-                if !avail.holds_version(file.id, file.size, file.mtime) {
-                    exclude(mirror, Reason::Outdated);
-                    continue;
-                }
-            } else if !avail.present.contains(file.id) {
-                exclude(mirror, Reason::Missing);
-                continue;
-            }
-        }
-        let network = (h.has(Hot::ASNS)
-            && g.asn
-                .is_some_and(|a| snap.mirrors[mirror].state.asns.contains(&a)))
-            || (h.has(Hot::NETWORKS)
-                && snap.mirrors[mirror]
-                    .networks
-                    .iter()
-                    .any(|n| n.contains(&facts.ip)));
-        let tier = if preferred {
-            Tier::Preferred
-        } else if network {
-            Tier::Network
-        } else if client_cc != [0, 0] && client_cc == h.country {
-            Tier::Country
-        } else if h.has(Hot::EXTRA_COUNTRIES)
-            && g.country
-                .is_some_and(|cc| snap.mirrors[mirror].extra_countries.contains(&cc))
-        {
-            Tier::ExtraCountry
-        } else {
-            base_tier(h)
-        };
-        push(ci, h, tier, https, weight);
     }
     let holds = |c: &Cand| match need {
         Need::File { file, mutable } => project.carriers[c.carrier as usize]
@@ -557,6 +385,7 @@ fn fallback<'s>(
     }
 }
 
+mod eligible;
 mod rank;
 #[cfg(test)]
 mod tests;

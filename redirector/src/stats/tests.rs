@@ -27,12 +27,7 @@ fn snapshot(generation: u64, files: usize) -> Arc<Snapshot> {
             name: "p".into(),
             ..Default::default()
         }],
-        mirrors: ["m0", "m1"]
-            .map(|name| MirrorState {
-                name: name.into(),
-                ..Default::default()
-            })
-            .into(),
+        mirrors: vec![MirrorState::test("m0"), MirrorState::test("m1")],
         ..Default::default()
     };
     let indexes = HashMap::from([("p".to_owned(), Arc::new(index))]);

@@ -7,8 +7,7 @@ use mirrorfleet_crds::geo::Continent;
 use mirrorfleet_crds::state::index::FileRecord;
 use mirrorfleet_crds::state::{
     Action, Availability, FallbackState, Family, FileIndex, FleetState, HashKind, HealthState,
-    LocationState, MirrorHealth, MirrorProjectState, MirrorState, MutableSeen, ProbeScheme,
-    ProjectState, RuleState,
+    MirrorHealth, MirrorState, MutableSeen, ProbeScheme, ProjectState, RuleState,
 };
 
 use super::*;
@@ -16,56 +15,15 @@ use mirrorfleet_geo::{cc, unit_vector};
 
 use crate::snapshot::Snapshot;
 
+mod eligible;
+
 const T: i64 = 1_795_309_320;
 
-/// Test builders on the state types.
-trait MirrorExt: Sized {
-    fn test(name: &str) -> Self;
-    fn at(self, country: &str, continent: Continent, lat: f64, lon: f64) -> Self;
-    fn urls(self, http: bool, https: bool) -> Self;
-    fn with(self, f: impl FnOnce(&mut MirrorState)) -> Self;
-}
-
-impl MirrorExt for MirrorState {
-    fn test(name: &str) -> MirrorState {
-        MirrorState {
-            name: name.into(),
-            sponsor: "s".into(),
-            enabled: true,
-            weight: 100,
-            ipv4: true,
-            ipv6: true,
-            projects: vec![MirrorProjectState {
-                project: "p".into(),
-                https: Some(format!("https://{name}.example/p/")),
-                http: Some(format!("http://{name}.example/p/")),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
-
-    fn at(mut self, country: &str, continent: Continent, lat: f64, lon: f64) -> Self {
-        self.location = LocationState {
-            country: Some(country.into()),
-            continent: Some(continent),
-            latitude: Some(lat),
-            longitude: Some(lon),
-        };
-        self
-    }
-
-    fn urls(mut self, http: bool, https: bool) -> Self {
-        let n = self.name.clone();
-        self.projects[0].http = http.then(|| format!("http://{n}.example/p/"));
-        self.projects[0].https = https.then(|| format!("https://{n}.example/p/"));
-        self
-    }
-
-    fn with(mut self, f: impl FnOnce(&mut MirrorState)) -> Self {
-        f(&mut self);
-        self
-    }
+/// A mirror of the test project `p`, over HTTP and HTTPS.
+fn mirror(name: &str) -> MirrorState {
+    MirrorState::test(name)
+        .carrying("p", format!("https://{name}.example/p/"))
+        .carrying("p", format!("http://{name}.example/p/"))
 }
 
 struct World {
@@ -251,11 +209,11 @@ fn reason_for(snap: &Snapshot, f: &Facts<'_>, mirror: &str) -> Option<Reason> {
 }
 
 fn berlin() -> MirrorState {
-    MirrorState::test("berlin").at("DE", Continent::EU, 52.52, 13.40)
+    mirror("berlin").in_country("DE").at(52.52, 13.40)
 }
 
 fn lyon() -> MirrorState {
-    MirrorState::test("lyon").at("FR", Continent::EU, 45.76, 4.84)
+    mirror("lyon").in_country("FR").at(45.76, 4.84)
 }
 
 #[test]
@@ -295,13 +253,13 @@ fn same_country_beats_distance() {
 
 #[test]
 fn network_and_asn_beat_country() {
-    let isp = berlin().with(|m| m.asns = vec![3215]);
+    let isp = berlin().with_asns(&[3215]);
     let snap = World::new(vec![isp, lyon()]).snapshot();
     assert_eq!(
         chosen(&snap, &facts("pool/a.deb", paris())).as_deref(),
         Some("berlin")
     );
-    let net = berlin().with(|m| m.networks = vec!["192.0.2.0/24".into()]);
+    let net = berlin().with_networks(&["192.0.2.0/24"]);
     let snap = World::new(vec![net, lyon()]).snapshot();
     assert_eq!(
         chosen(
@@ -323,16 +281,19 @@ fn network_and_asn_beat_country() {
 fn exclusions_name_their_reason() {
     let mut w = World::new(vec![
         lyon().with(|m| m.enabled = false),
-        MirrorState::test("maint")
-            .at("FR", Continent::EU, 45.0, 4.0)
+        mirror("maint")
+            .in_country("FR")
+            .at(45.0, 4.0)
             .with(|m| m.maintenance = vec![(T - 10, T + 10)]),
-        MirrorState::test("v6only")
-            .at("FR", Continent::EU, 45.0, 4.0)
+        mirror("v6only")
+            .in_country("FR")
+            .at(45.0, 4.0)
             .with(|m| m.ipv4 = false),
-        MirrorState::test("partial").at("FR", Continent::EU, 45.0, 4.0),
-        MirrorState::test("unscanned").at("FR", Continent::EU, 45.0, 4.0),
-        MirrorState::test("subtree")
-            .at("FR", Continent::EU, 45.0, 4.0)
+        mirror("partial").in_country("FR").at(45.0, 4.0),
+        mirror("unscanned").in_country("FR").at(45.0, 4.0),
+        mirror("subtree")
+            .in_country("FR")
+            .at(45.0, 4.0)
             .with(|m| m.projects[0].paths = vec!["dists/".into()]),
         berlin(),
     ]);
@@ -368,7 +329,14 @@ fn mutable_metadata_only_from_mirrors_proven_current() {
 
 #[test]
 fn https_is_never_downgraded() {
-    let snap = World::new(vec![lyon().urls(true, false), berlin()]).snapshot();
+    let snap = World::new(vec![
+        MirrorState::test("lyon")
+            .in_country("FR")
+            .at(45.76, 4.84)
+            .carrying("p", "http://lyon.example/p/"),
+        berlin(),
+    ])
+    .snapshot();
     let mut f = facts("pool/a.deb", paris());
     f.https_only = true;
     assert_eq!(reason_for(&snap, &f, "lyon"), Some(Reason::NoScheme));
@@ -419,23 +387,21 @@ fn health_is_per_scheme_and_family() {
 #[test]
 fn restrictions() {
     let only_de = berlin().with(|m| m.restrictions.country_only = true);
-    let only_eu = MirrorState::test("eu")
-        .at("DE", Continent::EU, 50.0, 8.0)
+    let only_eu = mirror("eu")
+        .in_country("DE")
+        .at(50.0, 8.0)
         .with(|m| m.restrictions.continent_only = true);
-    let only_as = MirrorState::test("isp")
-        .at("FR", Continent::EU, 48.0, 2.0)
-        .with(|m| {
-            m.restrictions.as_only = true;
-            m.asns = vec![64500];
-        });
-    let only_net = MirrorState::test("net")
-        .at("FR", Continent::EU, 48.0, 2.0)
-        .with(|m| {
-            m.restrictions.networks_only = true;
-            m.networks = vec!["198.51.100.0/24".into()];
-        });
-    let no_fr = MirrorState::test("nofr")
-        .at("BE", Continent::EU, 50.8, 4.3)
+    let only_as = mirror("isp").in_country("FR").at(48.0, 2.0).with(|m| {
+        m.restrictions.as_only = true;
+        m.asns = vec![64500];
+    });
+    let only_net = mirror("net").in_country("FR").at(48.0, 2.0).with(|m| {
+        m.restrictions.networks_only = true;
+        m.networks = vec!["198.51.100.0/24".into()];
+    });
+    let no_fr = mirror("nofr")
+        .in_country("BE")
+        .at(50.8, 4.3)
         .with(|m| m.restrictions.excluded_countries = vec!["FR".into()]);
     let snap = World::new(vec![
         only_de,
@@ -443,7 +409,7 @@ fn restrictions() {
         only_as,
         only_net,
         no_fr,
-        MirrorState::test("far").at("JP", Continent::AS, 35.0, 139.0),
+        mirror("far").in_country("JP").at(35.0, 139.0),
     ])
     .snapshot();
     let f = facts("pool/a.deb", paris());
@@ -478,7 +444,7 @@ fn region_rules() {
     let mut w = World::new(vec![
         lyon(),
         berlin(),
-        MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0),
+        mirror("tokyo").in_country("JP").at(35.0, 139.0),
     ]);
     w.rule(Action::Prefer, &["tokyo"], |r| {
         r.countries = vec!["FR".into()]
@@ -548,19 +514,15 @@ fn load_spreads_by_weight_times_capacity_and_ignores_far_mirrors() {
         point: Some(unit_vector(50.0, 8.0)),
         asn: None,
     };
-    let a = MirrorState::test("a")
-        .at("DE", Continent::EU, 50.9, 8.0)
-        .with(|m| m.bandwidth_mbps = Some(1000));
-    let b = MirrorState::test("b")
-        .at("DE", Continent::EU, 51.08, 8.0)
-        .with(|m| m.bandwidth_mbps = Some(3000));
+    let a = mirror("a").in_country("DE").at(50.9, 8.0).bandwidth(1000);
+    let b = mirror("b").in_country("DE").at(51.08, 8.0).bandwidth(3000);
     let near = World::new(vec![a.clone(), b.clone()]).snapshot();
     let n = 20_000;
     let c = spread(&near, facts("pool/a.deb", client), n);
     let share_b = c["b"] as f64 / n as f64;
     assert!((share_b - 0.75).abs() < 0.02, "b gets 3/4: {c:?}");
     // A far-away mirror in the same country joins the list but not the spread.
-    let far = MirrorState::test("far").at("DE", Continent::EU, 54.0, 10.0);
+    let far = mirror("far").in_country("DE").at(54.0, 10.0);
     let with_far = World::new(vec![a, b, far]).snapshot();
     let c2 = spread(&with_far, facts("pool/a.deb", client), n);
     assert_eq!(c2.get("far"), None, "far mirrors get no share");
@@ -575,7 +537,7 @@ fn without_geolocation_every_eligible_mirror_shares() {
     let snap = World::new(vec![
         lyon(),
         berlin(),
-        MirrorState::test("tokyo").at("JP", Continent::AS, 35.0, 139.0),
+        mirror("tokyo").in_country("JP").at(35.0, 139.0),
     ])
     .snapshot();
     let c = spread(&snap, facts("pool/a.deb", ClientGeo::default()), 3000);
@@ -591,8 +553,8 @@ fn stickiness_keeps_a_client_network_on_one_mirror() {
     };
     let snap = World::new(vec![
         lyon(),
-        MirrorState::test("lyon2").at("FR", Continent::EU, 45.76, 4.84),
-        MirrorState::test("lyon3").at("FR", Continent::EU, 45.76, 4.84),
+        mirror("lyon2").in_country("FR").at(45.76, 4.84),
+        mirror("lyon3").in_country("FR").at(45.76, 4.84),
     ])
     .snapshot();
     let mut f = facts("pool/a.deb", client);
@@ -664,11 +626,7 @@ fn nearby_mirrors_without_the_file_leave_the_spread_to_those_with_it() {
     // Four mirrors in one city, weights 1:1:2:4; "b" and "d" lack pool/b.deb. Availability is
     // checked only for the drawn mirror (and redrawn when it lacks the file), which must give
     // the same spread as drawing among the holders: a 1:2 split between "a" and "c".
-    let at = |name: &str, bw: u64| {
-        MirrorState::test(name)
-            .at("FR", Continent::EU, 48.8, 2.3)
-            .with(|m| m.bandwidth_mbps = Some(bw))
-    };
+    let at = |name: &str, bw: u64| mirror(name).in_country("FR").at(48.8, 2.3).bandwidth(bw);
     let mut w = World::new(vec![
         at("a", 1000),
         at("b", 1000),
