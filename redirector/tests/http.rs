@@ -312,6 +312,8 @@ fn location(resp: &reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_answers_and_stats() {
+    // Counts are per UTC day: the whole test runs within one.
+    mirrorfleet_testkit::clear_of_midnight(Duration::from_secs(90));
     let mut r = start().await;
     let paris = [("x-forwarded-for", "192.0.2.7")];
     let resp = get(&r, "/p/pool/a%20b.deb", &paris).await;
@@ -625,6 +627,8 @@ async fn metalinks_and_checksum_file_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrorstats_shows_the_fleet_and_todays_counts() {
+    // Counts are per UTC day: the whole test runs within one.
+    mirrorfleet_testkit::clear_of_midnight(Duration::from_secs(90));
     let mut r = start().await;
     let paris = [("x-forwarded-for", "192.0.2.7")];
     for _ in 0..3 {
@@ -1015,6 +1019,8 @@ async fn keeps_serving_through_a_store_outage_and_resyncs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_files_download_counts() {
+    // Counts are per UTC day: the whole test runs within one.
+    mirrorfleet_testkit::clear_of_midnight(Duration::from_secs(90));
     let mut r = start().await;
     let paris = [("x-forwarded-for", "192.0.2.7")];
     for _ in 0..3 {

@@ -110,6 +110,20 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// For tests that count what happens "today" (UTC): if the next midnight is less than
+/// `margin` away, waits until it has passed, so that the whole test runs within one day.
+/// Waits at most `margin`; returns at once on any other second of the day.
+pub fn clear_of_midnight(margin: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let into_day = Duration::from_secs(now.as_secs() % 86_400);
+    let to_midnight = Duration::from_secs(86_400) - into_day;
+    if to_midnight < margin {
+        std::thread::sleep(to_midnight + Duration::from_secs(1));
+    }
+}
+
 /// Waits until something accepts connections on 127.0.0.1:`port`, or panics after 10 s
 /// naming `what`.
 pub fn wait_for_port(port: u16, what: &str) {

@@ -18,6 +18,14 @@ use mirrorfleet_scan::{self as scan, run};
 use mirrorfleet_store::{EmbeddedStore, LoadedState, StateReader, StateWriter, Store};
 use tokio::sync::watch;
 
+/// Replaces `path` with `text` the way editors and Git do (a new file renamed over the old),
+/// so that a follower reading at any moment sees the old text or the new, never half of it.
+pub fn write_atomically(path: &std::path::Path, text: impl AsRef<[u8]>) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// The deadline of every wait in these tests.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 

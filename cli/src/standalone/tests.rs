@@ -51,7 +51,7 @@ async fn a_slow_source_holds_up_neither_the_follower_nor_mirror_scans() {
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("fleet.yaml");
-    std::fs::write(&file, manifests("https://a.example/tiny/")).unwrap();
+    testing::write_atomically(&file, manifests("https://a.example/tiny/"));
     let t = testing::store().await;
     let settings = Settings {
         manifests: dir.path().to_path_buf(),
@@ -85,7 +85,7 @@ async fn a_slow_source_holds_up_neither_the_follower_nor_mirror_scans() {
     })
     .await;
     // …and a change to the manifests reaches the store.
-    std::fs::write(&file, manifests("https://b.example/tiny/")).unwrap();
+    testing::write_atomically(&file, manifests("https://b.example/tiny/"));
     t.until("the changed manifests in the store", |s| {
         let fallback = s
             .fleet

@@ -95,7 +95,7 @@ async fn a_directory_is_followed_and_only_a_changed_good_fleet_is_applied() {
     let t = testing::store().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("fleet.yaml");
-    std::fs::write(&file, manifests("https://a.example/demo/", false)).unwrap();
+    testing::write_atomically(&file, manifests("https://a.example/demo/", false));
     let (task, mut fleet, reading) = started(in_dir(dir.path()), &t).await;
     let written = t.generation(FLEET_KEY).await;
 
@@ -104,7 +104,7 @@ async fn a_directory_is_followed_and_only_a_changed_good_fleet_is_applied() {
         "# a comment\n{}",
         manifests("https://a.example/demo/", false)
     );
-    std::fs::write(&file, same).unwrap();
+    testing::write_atomically(&file, same);
     let r = a_reading_after_now(&reading).await;
     assert_eq!(r.problems, None);
     assert!(
@@ -118,7 +118,7 @@ async fn a_directory_is_followed_and_only_a_changed_good_fleet_is_applied() {
     );
 
     // A change with problems: reported, and the last good fleet stays.
-    std::fs::write(&file, manifests("https://b.example/demo/", true)).unwrap();
+    testing::write_atomically(&file, manifests("https://b.example/demo/", true));
     let reported = wait_for("the problems to be reported", TIMEOUT, || {
         let r = reading.borrow().clone();
         std::future::ready(r.problems.clone().ok_or(format!("{r:?}")))
@@ -136,7 +136,7 @@ async fn a_directory_is_followed_and_only_a_changed_good_fleet_is_applied() {
     assert_eq!(fallback_of(&stored), "https://a.example/demo/");
 
     // Fixed: stored, then published.
-    std::fs::write(&file, manifests("https://b.example/demo/", false)).unwrap();
+    testing::write_atomically(&file, manifests("https://b.example/demo/", false));
     within("the new fleet to be published", TIMEOUT, fleet.changed())
         .await
         .unwrap();
