@@ -214,13 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let git = git.source(&state_dir, &path);
             let reload_every =
                 std::time::Duration::from_secs(if git.is_some() { interval } else { 10 });
-            let locator = match (&geoip_city, &geoip_asn) {
-                (None, None) => None,
-                _ => Some(std::sync::Arc::new(Locator::new(Geo::open(
-                    geoip_city.clone(),
-                    geoip_asn.clone(),
-                )?))),
-            };
+            let locator = locator(&geoip_city, &geoip_asn)?;
             let settings = standalone::Settings {
                 manifests: manifests.unwrap_or_default(),
                 git,
@@ -289,12 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
                 scan_interval_seconds: scan_interval_minutes.max(1) * 60,
-                locator: match (&geoip_city, &geoip_asn) {
-                    (None, None) => None,
-                    _ => Some(std::sync::Arc::new(Locator::new(Geo::open(
-                        geoip_city, geoip_asn,
-                    )?))),
-                },
+                locator: locator(&geoip_city, &geoip_asn)?,
                 git: git
                     .source(&work_dir, &git_path)
                     .map(|s| (s, std::time::Duration::from_secs(git.git_interval.max(1)))),
@@ -332,6 +321,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Locates mirrors whose spec gives no location, when a GeoIP database is given.
+fn locator(
+    city: &Option<PathBuf>,
+    asn: &Option<PathBuf>,
+) -> anyhow::Result<Option<std::sync::Arc<Locator>>> {
+    if city.is_none() && asn.is_none() {
+        return Ok(None);
+    }
+    let geo = Geo::open(city.clone(), asn.clone())?;
+    Ok(Some(std::sync::Arc::new(Locator::new(geo))))
 }
 
 fn validate(paths: &[PathBuf], format: Format, options: Options) -> anyhow::Result<ExitCode> {

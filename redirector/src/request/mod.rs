@@ -177,8 +177,9 @@ pub fn classify<'r>(
         path,
     };
     let mirrorlist = query_has(query, "mirrorlist");
-    let from = || query_value(query, "fromip").and_then(|v| v.parse().ok());
-    let from = if mirrorlist { from() } else { None };
+    let from = mirrorlist
+        .then(|| query_value(query, "fromip").and_then(|v| v.parse().ok()))
+        .flatten();
     let checksum = match form {
         Some(Form::Checksum(kind)) => Some(kind),
         _ => CHECKSUMS
