@@ -133,6 +133,9 @@ pub async fn run<S: Store + Clone>(
         () = mirrorfleet_runtime::shutdown_signal() => Ok(()),
     };
     metrics.leader.store(false, Ordering::Relaxed);
+    if outcome.is_ok() {
+        elector.release().await;
+    }
     for t in [checking, forwarding, scheduling, following]
         .into_iter()
         .chain(git)
