@@ -26,12 +26,51 @@ pub fn verb(method: &Method, query: Option<&str>) -> &'static str {
     }
 }
 
-/// A client for `config` counting its requests in `metrics`.
+/// The resource a request is about (its status subresource apart), among those the
+/// operator uses; `other` for any else.
+pub fn resource(path: &str) -> &'static str {
+    const KNOWN: [&str; 7] = [
+        "projects",
+        "mirrors",
+        "sponsors",
+        "regionrules",
+        "jobs",
+        "leases",
+        "events",
+    ];
+    const STATUS: [&str; 4] = [
+        "projects/status",
+        "mirrors/status",
+        "sponsors/status",
+        "regionrules/status",
+    ];
+    let mut parts = path.trim_matches('/').split('/');
+    // …/namespaces/NS/RESOURCE[/NAME[/SUBRESOURCE]]
+    let Some(_) = parts.by_ref().position(|p| p == "namespaces") else {
+        return "other";
+    };
+    let _namespace = parts.next();
+    let (Some(res), _name, sub) = (parts.next(), parts.next(), parts.next()) else {
+        return "other";
+    };
+    let Some(i) = KNOWN.iter().position(|k| *k == res) else {
+        return "other";
+    };
+    match sub {
+        Some("status") if i < STATUS.len() => STATUS[i],
+        _ => KNOWN[i],
+    }
+}
+
+/// A client for `config` counting its requests in `metrics`, by verb and by resource.
 pub fn counted(config: Config, metrics: Arc<Metrics>) -> Result<Client, Error> {
     let count = MapRequestLayer::new(move |req: http::Request<Body>| {
         metrics
             .api_requests
             .inc(verb(req.method(), req.uri().query()));
+        metrics
+            .api_requests_by_resource
+            .inc(resource(req.uri().path()));
         req
     });
     let builder = ClientBuilder::try_from(config).map_err(|e| Error::Kube {
@@ -56,5 +95,26 @@ mod tests {
         assert_eq!(verb(&Method::PATCH, None), "patch");
         assert_eq!(verb(&Method::POST, None), "create");
         assert_eq!(verb(&Method::DELETE, None), "delete");
+    }
+
+    #[test]
+    fn resources_are_named_from_the_path() {
+        let ns = "/apis/mirrorfleet.io/v1alpha1/namespaces/fleet";
+        assert_eq!(resource(&format!("{ns}/mirrors")), "mirrors");
+        assert_eq!(resource(&format!("{ns}/mirrors/m1")), "mirrors");
+        assert_eq!(
+            resource(&format!("{ns}/mirrors/m1/status")),
+            "mirrors/status"
+        );
+        assert_eq!(
+            resource("/apis/coordination.k8s.io/v1/namespaces/fleet/leases/op"),
+            "leases"
+        );
+        assert_eq!(
+            resource("/apis/batch/v1/namespaces/fleet/jobs/j/status"),
+            "jobs"
+        );
+        assert_eq!(resource("/api/v1/namespaces/fleet/secrets"), "other");
+        assert_eq!(resource("/version"), "other");
     }
 }

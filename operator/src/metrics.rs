@@ -125,8 +125,10 @@ pub struct Metrics {
     pub scan_jobs: Counter,
     /// Assessments of the whole fleet (one per change of the objects).
     pub assessments: Counter,
-    /// Requests to the API server by verb (`get`, `list`, `watch`, `create`, `patch`, …).
+    /// Requests to the API server by verb (`get`, `watch`, `create`, `patch`, …).
     pub api_requests: Labeled,
+    /// Requests to the API server by resource (`mirrors`, `mirrors/status`, `leases`, …).
+    pub api_requests_by_resource: Labeled,
     /// Scan durations.
     pub scan_seconds: Histogram,
     /// Health probe durations.
@@ -149,6 +151,7 @@ impl Default for Metrics {
             scan_jobs: Counter::default(),
             assessments: Counter::default(),
             api_requests: Labeled::default(),
+            api_requests_by_resource: Labeled::default(),
             scan_seconds: Histogram::new(&[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
             probe_seconds: Histogram::new(&[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
             probes: Labeled::default(),
@@ -212,6 +215,12 @@ impl Metrics {
         out.push_str("# HELP mirrorfleet_operator_api_requests_total Requests to the Kubernetes API server by verb.\n# TYPE mirrorfleet_operator_api_requests_total counter\n");
         self.api_requests
             .render(&mut out, "mirrorfleet_operator_api_requests_total", "verb");
+        out.push_str("# HELP mirrorfleet_operator_api_requests_by_resource_total Requests to the Kubernetes API server by resource.\n# TYPE mirrorfleet_operator_api_requests_by_resource_total counter\n");
+        self.api_requests_by_resource.render(
+            &mut out,
+            "mirrorfleet_operator_api_requests_by_resource_total",
+            "resource",
+        );
         out.push_str("# HELP mirrorfleet_operator_probes_total Probe outcomes.\n# TYPE mirrorfleet_operator_probes_total counter\n");
         self.probes
             .render(&mut out, "mirrorfleet_operator_probes_total", "outcome");
