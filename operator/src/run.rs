@@ -2,8 +2,8 @@
 //! health checker and the scan scheduler until leadership is lost (then exits, so that the
 //! pod restarts as a standby — controller-runtime's convention).
 //!
-//! This is the wiring only: [`Controllers`] (the four controllers, their caches and the scan
-//! Jobs' watch), [`follow_store`] (what changes in the store reconciles the objects it
+//! This is the wiring only: [`Controllers`] (the four controllers, their caches, the scan
+//! Jobs' watch, and a new assessment after deletions), [`follow_store`] (what changes in the store reconciles the objects it
 //! concerns, e.g. a health verdict the mirror it is about), [`forward_transitions`] (a mirror
 //! back from a long outage is rescanned), [`Scheduler`] (the scan Jobs) and [`run`], which
 //! starts them with the Lease, the checker, the Git follower and the metrics server. It must not decide anything a reconcile, the
@@ -21,7 +21,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::Store as Cache;
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use mirrorfleet_crds::v1alpha1::{Mirror, Project, RegionRule, Sponsor};
 use mirrorfleet_health::{self as health, Checker, Transition};
 use mirrorfleet_runtime::error_chain;
@@ -155,6 +155,8 @@ pub struct Controllers {
     rules: Controller<RegionRule>,
     jobs: Cache<Job>,
     jobs_watch: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// A deletion, or a relist, in any of the four watches (see [`controller`]).
+    removals: mpsc::UnboundedReceiver<()>,
 }
 
 impl std::fmt::Debug for Controllers {
@@ -180,16 +182,18 @@ impl Controllers {
                 tracing::warn!(error = %error_chain(&KubeError(e)), "scan Jobs watch");
             }
         });
+        let (removed, removals) = mpsc::unbounded_channel();
         Controllers {
             // Each owns its scan Jobs: a Job's progress reaches its status.
-            projects: Controller::new(api(client, namespace), wc())
+            projects: controller(api(client, namespace), &removed)
                 .owns(api::<Job>(client, namespace), wc().labels(SOURCE_JOBS)),
-            mirrors: Controller::new(api(client, namespace), wc())
+            mirrors: controller(api(client, namespace), &removed)
                 .owns(api::<Job>(client, namespace), wc().labels(MIRROR_JOBS)),
-            sponsors: Controller::new(api(client, namespace), wc()),
-            rules: Controller::new(api(client, namespace), wc()),
+            sponsors: controller(api(client, namespace), &removed),
+            rules: controller(api(client, namespace), &removed),
             jobs,
             jobs_watch: Box::pin(jobs_watch),
+            removals,
         }
     }
 
@@ -205,9 +209,21 @@ impl Controllers {
     }
 
     /// Runs the four controllers with `ctx` (built on [`Controllers::caches`]) and the Jobs'
-    /// watch; each object sent on `triggers` is reconciled (besides its own changes).
-    /// Returns when the controllers' streams have ended.
+    /// watch; each object sent on `triggers` is reconciled (besides its own changes), and
+    /// the fleet is assessed again after each deletion. Returns when the controllers'
+    /// streams have ended.
     pub async fn run<S: Store>(self, ctx: Arc<Context<S>>, triggers: TriggerStreams) {
+        let mut removals = self.removals;
+        let reassess = ctx.clone();
+        let after_removals = async move {
+            while removals.recv().await.is_some() {
+                // Several at once (a relist of each kind, `kubectl delete -f`): one assessment.
+                while removals.try_recv().is_ok() {}
+                if let Err(e) = reassess.sync_fleet().await {
+                    tracing::warn!(error = %error_chain(&e), "cannot assess the fleet after a deletion");
+                }
+            }
+        };
         let controllers = futures_util::future::join4(
             self.projects
                 .reconcile_on(triggers::stream(triggers.projects))
@@ -227,8 +243,28 @@ impl Controllers {
                 .for_each(drain),
         );
         // The Jobs' watch never ends on its own; it stops with the controllers.
-        futures_util::future::select(Box::pin(controllers), self.jobs_watch).await;
+        let watches = futures_util::future::join(self.jobs_watch, after_removals);
+        futures_util::future::select(Box::pin(controllers), Box::pin(watches)).await;
     }
+}
+
+/// The controller of the objects of `api`, whose watch also says on `removed` when objects
+/// may have left the cache: at a deletion, and at every relist (which drops what was deleted
+/// while the watch was down). A deleted object is never reconciled (it is gone from the
+/// cache), so without this the fleet would keep it until another object changed.
+fn controller<K>(api: Api<K>, removed: &mpsc::UnboundedSender<()>) -> Controller<K>
+where
+    K: crate::Namespaced + Send + Sync + 'static,
+{
+    let (cache, writer) = kube::runtime::reflector::store();
+    let removed = removed.clone();
+    let events = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(_) | watcher::Event::InitDone) = event {
+                let _ = removed.send(());
+            }
+        });
+    Controller::for_stream(events.applied_objects(), cache)
 }
 
 /// Forwards the checker's transitions until it stops: a mirror answering again after a long
