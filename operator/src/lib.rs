@@ -17,8 +17,9 @@
 //! depends on (a maintenance window's edge). A quiet fleet makes no request.
 //!
 //! No finalizer: deleting a resource needs no external cleanup that a later reconcile cannot
-//! do — the next assessment no longer contains it, and the state is rewritten without it
-//! (even when the deletion happened while no operator was running).
+//! do — the assessment made at the deletion (the watches report deletions and relists,
+//! [`run::Controllers`]) no longer contains it, and the state is rewritten without it (even
+//! when the deletion happened while no operator was running).
 //!
 //! Only the leader ([`lease`]) runs controllers, health checks and scan scheduling.
 
