@@ -285,7 +285,7 @@ pub fn download(cx: &Context<'_>, at: &Target<'_>) -> Answer {
         cx.stats.count(stats::Event {
             snap: cx.snap,
             project: at.project,
-            file: pos,
+            file: Some(pos),
             mirror,
             country: facts.geo.country,
             at: facts.now,
