@@ -13,8 +13,11 @@ use std::time::Duration;
 pub enum Outcome {
     /// 302 to a mirror.
     Redirect,
-    /// 302 to a fallback.
+    /// 302 to a fallback: no mirror qualifies for an indexed file (or no index yet).
     Fallback,
+    /// 302 to a fallback for a path the index does not have (yet): how often the index lags
+    /// the origin.
+    FallbackUnindexed,
     /// JSON answer.
     Json,
     /// Mirror list page.
@@ -41,9 +44,10 @@ pub enum Outcome {
     Admin,
 }
 
-const OUTCOMES: [(Outcome, &str); 14] = [
+const OUTCOMES: [(Outcome, &str); 15] = [
     (Outcome::Redirect, "redirect"),
     (Outcome::Fallback, "fallback"),
+    (Outcome::FallbackUnindexed, "fallback_unindexed"),
     (Outcome::Json, "json"),
     (Outcome::Mirrorlist, "mirrorlist"),
     (Outcome::Checksum, "checksum"),

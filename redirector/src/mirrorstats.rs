@@ -1,7 +1,8 @@
 //! `?mirrorstats` (on any path, like Mirrorbits): the whole fleet as the redirectors see it —
 //! every mirror with its sponsor, country, public URLs per project, health per scheme and
 //! address family with the reason, and today's redirects and bytes for the whole fleet (read
-//! back from the store by the stats task, so the request itself never reads the store). HTML,
+//! back from the store by the stats task, so the request itself never reads the store), the
+//! fallback redirects among them apart, and those of files not indexed yet apart again. HTML,
 //! or JSON with `&json` / `Accept: application/json`: a public list of mirrors for tools that
 //! used to scrape one. Never contacts, notes, scan URLs (rsync/FTP may hold credentials) or
 //! client networks.
@@ -15,7 +16,7 @@ use crate::respond::{Body, esc, private_json, private_page};
 use mirrorfleet_geo::cc_str;
 
 use crate::snapshot::{Mirror, Snapshot};
-use crate::stats::FleetCounts;
+use crate::stats::{FleetCounts, UNINDEXED};
 
 /// (label, https, IPv6) of the four health entries.
 const PROBES: [(&str, bool, bool); 4] = [
@@ -106,6 +107,7 @@ pub fn json(snap: &Snapshot, counts: &FleetCounts) -> Response<Body> {
         "today": {
             "redirects": counts.redirects.values().sum::<u64>(),
             "fallbackRedirects": counts.redirects.get("fallback").copied().unwrap_or(0),
+            "unindexedRedirects": counts.redirects.get(UNINDEXED).copied().unwrap_or(0),
             "bytes": counts.bytes.values().sum::<u64>(),
         },
         "allTime": counts.total,
@@ -125,11 +127,12 @@ pub fn html(snap: &Snapshot, counts: &FleetCounts) -> Response<Body> {
     let bytes: u64 = counts.bytes.values().sum();
     let _ = write!(
         h,
-        "<h1>Mirror statistics</h1><p>{} mirrors. Today ({} UTC): {total} redirects, {} (fallback: {}).</p>",
+        "<h1>Mirror statistics</h1><p>{} mirrors. Today ({} UTC): {total} redirects, {} (fallback: {}; fallback for files not indexed yet: {}).</p>",
         snap.mirrors.len(),
         esc(&counts.day),
         human_bytes(bytes),
         counts.redirects.get("fallback").copied().unwrap_or(0),
+        counts.redirects.get(UNINDEXED).copied().unwrap_or(0),
     );
     if let Some(e) = &counts.error {
         let _ = write!(h, "<p>Counts may be stale: {}</p>", esc(e));

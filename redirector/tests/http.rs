@@ -151,15 +151,10 @@ async fn start() -> Running {
     start_with(store, state, Duration::from_secs(30)).await
 }
 
-/// The test fleet written to `store`, and the server reading it (`state` is kept with it).
-async fn start_with<S: Store + Clone + 'static>(
-    store: S,
-    state: tempfile::TempDir,
-    resync_every: Duration,
-) -> Running<S> {
-    let geo_dir = tempfile::tempdir().unwrap();
-    let writer = StateWriter::new(store.clone());
-    let fleet = FleetState {
+/// The test fleet: project `p` at `/p/` and `get.example.org`, with one fallback; three
+/// mirrors of it.
+fn test_fleet() -> FleetState {
+    FleetState {
         projects: vec![ProjectState {
             name: "p".into(),
             path_prefix: Some("/p/".into()),
@@ -183,8 +178,18 @@ async fn start_with<S: Store + Clone + 'static>(
             ..Default::default()
         }],
         rules: vec![],
-    };
-    writer.write_fleet(&fleet).await.unwrap();
+    }
+}
+
+/// The test fleet written to `store`, and the server reading it (`state` is kept with it).
+async fn start_with<S: Store + Clone + 'static>(
+    store: S,
+    state: tempfile::TempDir,
+    resync_every: Duration,
+) -> Running<S> {
+    let geo_dir = tempfile::tempdir().unwrap();
+    let writer = StateWriter::new(store.clone());
+    writer.write_fleet(&test_fleet()).await.unwrap();
     let records = vec![
         FileRecord {
             path: "pool/a b.deb".into(),
@@ -404,7 +409,12 @@ async fn redirects_answers_and_stats() {
         .unwrap();
     assert_eq!(sum, format!("{}  a b.deb\n", "ab".repeat(32)));
 
-    assert_eq!(get(&r, "/p/pool/missing.deb", &[]).await.status(), 404);
+    let unindexed = get(&r, "/p/pool/missing.deb", &[]).await;
+    assert_eq!(
+        (unindexed.status().as_u16(), location(&unindexed)),
+        (302, "https://origin.example/p/pool/missing.deb".to_owned()),
+        "a file the index does not know yet: the origin may have it"
+    );
     assert_eq!(
         get(&r, "/p/pool/..%2f..%2fetc/passwd", &[]).await.status(),
         400
@@ -609,20 +619,34 @@ async fn metalinks_and_checksum_file_names() {
         format!("{}  a b.deb\n", "ab".repeat(32))
     );
     assert_eq!(get(&r, "/p/pool/a%20b.deb.md5", &[]).await.status(), 404);
+    // A file the index does not have (yet): its metalink names the fallback, and a checksum
+    // name may be a file the origin published beside it.
+    let unindexed = get(&r, "/p/pool/nothing.deb.meta4", &[]).await;
+    assert_eq!(unindexed.status(), 200);
+    let unindexed = unindexed.text().await.unwrap();
+    assert!(
+        unindexed.contains("<url priority=\"1\">https://origin.example/p/pool/nothing.deb</url>"),
+        "{unindexed}"
+    );
+    let sum_file = get(&r, "/p/pool/nothing.deb.sha256", &[]).await;
     assert_eq!(
-        get(&r, "/p/pool/nothing.deb.meta4", &[]).await.status(),
-        404
+        (sum_file.status().as_u16(), location(&sum_file)),
+        (
+            302,
+            "https://origin.example/p/pool/nothing.deb.sha256".to_owned()
+        )
     );
     assert_eq!(
-        get(&r, "/p/pool/nothing.deb.sha256", &[]).await.status(),
-        404
+        get(&r, "/p/pool/nothing.deb?sha256", &[]).await.status(),
+        404,
+        "no hash is known"
     );
 
-    assert_eq!(requests_counted(&r, "metalink").await, 5);
+    assert_eq!(requests_counted(&r, "metalink").await, 6);
     r.stop().await;
-    // Metalinks are not downloads: only the one redirect above was counted.
+    // Metalinks are not downloads: only the two redirects above were counted.
     let totals = r.store.read_stats(&stats::total_key()).await.unwrap();
-    assert_eq!(totals.get("redirects").copied(), Some(1), "{totals:?}");
+    assert_eq!(totals.get("redirects").copied(), Some(2), "{totals:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -885,11 +909,16 @@ async fn directories_are_listed_from_the_index() {
     assert_eq!(json["files"].as_array().unwrap().len(), 2);
     assert_eq!(json["truncated"], false);
 
-    // A directory without its slash is sent to it; unknown ones are 404.
+    // A directory without its slash is sent to it; one the index does not have, to the
+    // origin's listing of it; a file's name with a slash is no directory.
     let bare = get(&r, "/p/pool", &[]).await;
     assert_eq!(bare.status(), 301);
     assert_eq!(location(&bare), "/p/pool/");
-    assert_eq!(get(&r, "/p/nothing/", &[]).await.status(), 404);
+    let unindexed = get(&r, "/p/nothing/", &[]).await;
+    assert_eq!(
+        (unindexed.status().as_u16(), location(&unindexed)),
+        (302, "https://origin.example/p/nothing/".to_owned())
+    );
     assert_eq!(get(&r, "/p/pool/a%20b.deb/", &[]).await.status(), 404);
     // Host-routed projects list from `/` (host names in any case, with a port).
     let by_host = client()
@@ -1071,4 +1100,266 @@ async fn a_files_download_counts() {
     assert_eq!(get(&r, "/p/pool/none.deb?stats", &[]).await.status(), 404);
     assert!(requests_counted(&r, "file_stats").await >= 2);
     r.stop().await;
+}
+
+/// A request written as raw bytes, so that no client normalizes its path on the way (the
+/// `url` crate would resolve `%2e%2e` and turn `\` into `/`): the status and `Location`.
+async fn raw_get(addr: SocketAddr, target: &str, host: &str) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = within("the raw request's answer", Duration::from_secs(10), answer).await;
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let location = answer.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_owned())
+    });
+    (status, location)
+}
+
+/// The index lags the origin by up to a scan: a file it does not know yet goes to the
+/// project's fallback at the same path, counted apart from the ordinary fallbacks; every
+/// other answer about it says so; nothing but the path is ever taken into the redirect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_the_index_does_not_know_yet_go_to_the_fallback() {
+    // Counts are per UTC day: the whole test runs within one.
+    mirrorfleet_testkit::clear_of_midnight(Duration::from_secs(90));
+    let mut r = start().await;
+    let paris = [("x-forwarded-for", "192.0.2.7")];
+    let origin = "https://origin.example/p/pool/new%20file%C3%BC%3F.deb";
+
+    // GET and HEAD: the same redirect as a fallback's, at the same path, encoded the same way.
+    let resp = get(&r, "/p/pool/new%20file%C3%BC%3F.deb", &paris).await;
+    assert_eq!(
+        (resp.status().as_u16(), location(&resp)),
+        (302, origin.to_owned())
+    );
+    assert_eq!(resp.headers()["cache-control"], "private, no-cache");
+    assert!(
+        resp.headers().get("digest").is_none() && resp.headers().get("link").is_none(),
+        "no hash nor metalink is known: {:?}",
+        resp.headers()
+    );
+    let head = client()
+        .head(format!("http://{}/p/pool/new%20file%C3%BC%3F.deb", r.addr))
+        .header(paris[0].0, paris[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (head.status().as_u16(), location(&head)),
+        (302, origin.to_owned())
+    );
+    // Host routing; the query, the Host header and empty segments add nothing to the target.
+    let by_host = client()
+        .get(format!(
+            "http://{}/pool/new.deb?u=https://evil.example/",
+            r.addr
+        ))
+        .header("host", "get.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (by_host.status().as_u16(), location(&by_host)),
+        (302, "https://origin.example/p/pool/new.deb".to_owned())
+    );
+    assert_eq!(
+        raw_get(r.addr, "/p//evil.example/x", "evil.example").await,
+        (
+            302,
+            Some("https://origin.example/p/evil.example/x".to_owned())
+        )
+    );
+    let downloads = 3; // GETs of files not in the index so far (HEAD is not a download)
+
+    // Hostile paths are refused as before, under a prefix or a host: never a redirect.
+    let long = format!("/p/{}", "a".repeat(5000));
+    for (target, host, status) in [
+        ("/p/pool/..%2f..%2fetc/passwd", "localhost", 400),
+        ("/p/%2e%2e/%2e%2e/etc/passwd", "localhost", 400),
+        ("/p/pool/%2E%2E%2Fx", "localhost", 400),
+        ("/p/pool/x%00y", "localhost", 400),
+        ("/p/pool/%zz", "localhost", 400),
+        (&long, "localhost", 414),
+        ("/p/pool/..;/..;/etc/passwd", "localhost", 404),
+        ("/p/pool/..%5c..%5cetc%5cpasswd", "localhost", 404),
+        ("/p/pool/%252e%252e/%252e%252e/etc/passwd", "localhost", 404),
+        ("/p/pool/.../x", "localhost", 404),
+        ("/p/pool/..\\..\\etc\\passwd", "localhost", 404),
+        ("/..;/etc/passwd", "get.example.org", 404),
+        ("/%2e%2e/etc/passwd", "get.example.org", 400),
+    ] {
+        assert_eq!(
+            raw_get(r.addr, target, host).await,
+            (status, None),
+            "{target} at {host}"
+        );
+    }
+
+    // The other answers say it is not indexed yet and name the fallback.
+    let json: serde_json::Value = serde_json::from_slice(
+        &get(&r, "/p/pool/new.deb?json", &paris)
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["indexed"], false, "{json:#}");
+    assert_eq!(json["file"], serde_json::Value::Null);
+    assert_eq!(json["fallback"], "https://origin.example/p/pool/new.deb");
+    assert!(
+        json["note"]
+            .as_str()
+            .unwrap()
+            .contains("not in the index yet"),
+        "{json:#}"
+    );
+    let indexed: serde_json::Value = serde_json::from_slice(
+        &get(&r, "/p/pool/a%20b.deb?json", &paris)
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(indexed["indexed"], true);
+    assert_eq!(indexed["note"], serde_json::Value::Null);
+    let page = get(&r, "/p/pool/new.deb?mirrorlist", &paris).await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("not in the index yet")
+            && page.contains("<a href=\"https://origin.example/p/pool/new.deb\">"),
+        "{page}"
+    );
+    let meta4 = get(&r, "/p/pool/new.deb?metalink", &paris).await;
+    assert_eq!(meta4.status(), 200);
+    assert_eq!(
+        meta4.headers()["content-disposition"],
+        "attachment; filename=\"new.deb.meta4\""
+    );
+    let meta4 = meta4.text().await.unwrap();
+    assert!(meta4.contains("<file name=\"new.deb\">"), "{meta4}");
+    assert!(
+        !meta4.contains("<size>") && !meta4.contains("<hash"),
+        "{meta4}"
+    );
+    let urls: Vec<&str> = meta4.lines().filter(|l| l.contains("<url")).collect();
+    assert_eq!(
+        urls,
+        ["    <url priority=\"1\">https://origin.example/p/pool/new.deb</url>"],
+        "{meta4}"
+    );
+    assert_eq!(get(&r, "/p/pool/new.deb?sha256", &[]).await.status(), 404);
+    assert_eq!(get(&r, "/p/pool/new.deb?stats", &[]).await.status(), 404);
+    // A directory the index does not have: the origin's listing, or a JSON 404 naming it.
+    let dir = get(&r, "/p/pool/new%20dir/", &[]).await;
+    assert_eq!(
+        (dir.status().as_u16(), location(&dir)),
+        (302, "https://origin.example/p/pool/new%20dir/".to_owned())
+    );
+    let dir = get(&r, "/p/pool/new%20dir/?json", &[]).await;
+    assert_eq!(dir.status(), 404);
+    let dir: serde_json::Value = serde_json::from_slice(&dir.bytes().await.unwrap()).unwrap();
+    assert_eq!(dir["indexed"], false);
+    assert_eq!(dir["fallback"], "https://origin.example/p/pool/new%20dir/");
+    let redirects = downloads + 1 + 1; // and the HEAD, and the directory
+
+    // An ordinary fallback (indexed, no mirror holds it) is counted apart.
+    let fallback = get(&r, "/p/pool/only-origin.deb", &paris).await;
+    assert_eq!(fallback.status(), 302);
+    assert_eq!(requests_counted(&r, "fallback_unindexed").await, redirects);
+    assert_eq!(requests_counted(&r, "fallback").await, 1);
+
+    // The fleet-wide counts (read back from the store) show them apart too.
+    let rr = &r;
+    let today = wait_for(
+        "today's counts to show both kinds of fallback downloads",
+        Duration::from_secs(10),
+        || async move {
+            let resp = get(rr, "/?mirrorstats&json", &[]).await;
+            let page: serde_json::Value =
+                serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            let today = &page["today"];
+            if today["unindexedRedirects"] == downloads && today["fallbackRedirects"] == 1 {
+                Ok(today.clone())
+            } else {
+                Err(format!("{page:#}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(today["redirects"], downloads + 1, "{today:#}");
+
+    // A project without a fallback answers 404 for what its index does not have.
+    let mut fleet = test_fleet();
+    fleet.projects[0].fallbacks.clear();
+    StateWriter::new(r.store.clone())
+        .write_fleet(&fleet)
+        .await
+        .unwrap();
+    let rr = &r;
+    wait_for(
+        "the fleet without a fallback",
+        Duration::from_secs(5),
+        || async move {
+            match get(rr, "/p/pool/new.deb", &paris).await {
+                resp if resp.status() == 404 => Ok(()),
+                resp => Err(format!("{} {}", resp.status(), location(&resp))),
+            }
+        },
+    )
+    .await;
+    let head = client()
+        .head(format!("http://{}/p/pool/new.deb", r.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404);
+    assert_eq!(get(&r, "/p/pool/new.deb?json", &[]).await.status(), 404);
+    assert_eq!(get(&r, "/p/pool/new.deb.meta4", &[]).await.status(), 404);
+    assert_eq!(get(&r, "/p/new/", &[]).await.status(), 404);
+    assert_eq!(
+        location(&get(&r, "/p/pool/a%20b.deb", &paris).await),
+        "https://lyon.example/p/pool/a%20b.deb",
+        "indexed files are not touched"
+    );
+
+    // The counts flushed on shutdown: apart from the ordinary fallback, no bytes.
+    r.stop().await;
+    let day = chrono_day();
+    let per_mirror = r
+        .store
+        .read_stats(&stats::day_key(&day, "mirror"))
+        .await
+        .unwrap();
+    assert_eq!(
+        per_mirror.get("fallback-unindexed").copied(),
+        Some(downloads),
+        "{per_mirror:?}"
+    );
+    assert_eq!(
+        per_mirror.get("fallback").copied(),
+        Some(1),
+        "{per_mirror:?}"
+    );
+    let bytes = r
+        .store
+        .read_stats(&stats::day_key(&day, "bytes"))
+        .await
+        .unwrap();
+    assert_eq!(bytes.get("fallback-unindexed"), None, "{bytes:?}");
 }

@@ -3,7 +3,7 @@
 //!
 //! | key | fields |
 //! | --- | --- |
-//! | `mf:v1:stats:day:<YYYY-MM-DD>:mirror` | mirror → redirects |
+//! | `mf:v1:stats:day:<YYYY-MM-DD>:mirror` | mirror (or `fallback`, `fallback-unindexed`) → redirects |
 //! | `mf:v1:stats:day:<YYYY-MM-DD>:bytes` | mirror → bytes of the files redirected |
 //! | `mf:v1:stats:day:<YYYY-MM-DD>:country` | country (or `--`) → redirects |
 //! | `mf:v1:stats:day:<YYYY-MM-DD>:file:<project>` | path → redirects |

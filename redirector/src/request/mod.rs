@@ -2,7 +2,8 @@
 //! snapshot — pure functions, no I/O: [`classify`] into an [`Ask`], one variant per kind of
 //! answer, which the server dispatches on; path cleaning (percent-decoding, `.`/`..` refused,
 //! empty segments collapsed), query keys, the `<file>.meta4` / `<file>.sha256` name forms, the
-//! apt list's name, `If-Modified-Since`. Nothing here selects a mirror or builds an answer, and
+//! apt list's name, `If-Modified-Since`, which paths the index does not have may be sent to a
+//! fallback ([`fallback_safe`]). Nothing here selects a mirror or builds an answer, and
 //! the download's classification allocates nothing (its path is borrowed unless it needed
 //! cleaning).
 
@@ -38,6 +39,12 @@ pub enum Ask<'r> {
     FileStats(filestats::Ask),
     /// `?stats=` with a value that is not a period.
     BadPeriod,
+    /// `?stats` on a path of a project that its index does not have as a file: no counts to
+    /// show (they are kept for indexed files only).
+    StatsUnindexed {
+        /// Where.
+        at: Target<'r>,
+    },
     /// A method other than GET and HEAD.
     MethodNotAllowed,
     /// A path [`clean_path`] refuses, with its status.
@@ -86,7 +93,8 @@ pub enum Ask<'r> {
         /// Where.
         at: Target<'r>,
     },
-    /// The download (a redirect) — anything else in a project.
+    /// The download (a redirect) — anything else in a project, in the index or not (a file
+    /// the index does not know yet goes to a fallback).
     Download {
         /// Where.
         at: Target<'r>,
@@ -117,7 +125,8 @@ impl Target<'_> {
 /// What `method`, `uri` and `headers` ask for, as `snap` has it. The rules, in order: a file's
 /// `?stats` (or a bad period); the admin endpoints; `?mirrorstats`; GET and HEAD only; a clean
 /// path; a loaded fleet; a project routed by host or prefix; then in the project a directory,
-/// the apt list, a checksum, the mirror list, a metalink, JSON, else the download.
+/// the apt list, a checksum, the mirror list, a metalink, JSON, `?stats` on a path that is not
+/// an indexed file, else the download.
 pub fn classify<'r>(
     method: &Method,
     uri: &'r Uri,
@@ -203,6 +212,9 @@ pub fn classify<'r>(
         Ask::Metalink { at }
     } else if json {
         Ask::Json { at }
+    } else if query_has(query, "stats") {
+        // [`file_stats`] found no indexed file here.
+        Ask::StatsUnindexed { at }
     } else {
         Ask::Download { at }
     }
@@ -326,16 +338,42 @@ pub enum Form {
 }
 
 /// `<file>.meta4`, `<file>.sha256`, `<file>.sha1` or `<file>.md5`, when that name is not itself
-/// a file of the project but `<file>` is: the file and what is asked of it. A real file of
-/// that name (a published `SHA256SUMS`-style `.sha256`) is always served as itself.
+/// a file of the project: the file and what is asked of it. A real file of that name (a
+/// published `SHA256SUMS`-style `.sha256`) is always served as itself. A checksum name asks
+/// for a checksum only when `<file>` is indexed (else no hash is known, and the name may be a
+/// checksum file the origin published beside a file the index does not know yet: it is then
+/// a file like any other); a `.meta4` name asks for the metalink of `<file>` either way (an
+/// origin does not publish those; the metalink of a file not indexed yet names the fallback).
 pub fn suffix_form<'p>(snap: &Snapshot, project: usize, rel: &'p str) -> Option<(&'p str, Form)> {
     let (file, ext) = rel.rsplit_once('.')?;
+    if file.is_empty() || file.ends_with('/') {
+        return None;
+    }
     let form = match ext {
         "meta4" => Form::Metalink,
         _ => Form::Checksum(CHECKSUMS.iter().find(|(k, _)| *k == ext)?.1),
     };
     let index = snap.projects.get(project)?.index.as_deref()?;
-    (index.position(rel).is_none() && index.position(file).is_some()).then_some((file, form))
+    (index.position(rel).is_none() && (form == Form::Metalink || index.position(file).is_some()))
+        .then_some((file, form))
+}
+
+/// Whether a path the index does not have (a file or a directory, relative to the project's
+/// root, as [`clean_path`] left it) may be sent to a fallback as it is. [`clean_path`] already
+/// refused `.` and `..` segments, NUL and control characters, and over-long paths; this also
+/// refuses what some servers read as climbing out of a base even once percent-encoded: a
+/// backslash (a separator on Windows servers), a `%` (a server decoding twice would see
+/// `%2e%2e` or `%2f`), and a segment that is only dots and spaces before a `;` (`..;`, a
+/// parent on Java servers; `...` and `.. `, parents on Windows ones). The index vouches for
+/// its own paths, so this is for paths it does not know.
+pub fn fallback_safe(rel: &str) -> bool {
+    let rel = rel.strip_suffix('/').unwrap_or(rel);
+    !rel.is_empty()
+        && !rel.contains(['\\', '%'])
+        && rel.split('/').all(|seg| {
+            let name = seg.split(';').next().unwrap_or(seg);
+            !name.trim_end_matches(['.', ' ']).is_empty()
+        })
 }
 
 /// The `If-Modified-Since` date in Unix seconds (any of the three HTTP date formats);

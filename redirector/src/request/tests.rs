@@ -84,6 +84,30 @@ fn paths_are_cleaned_or_refused() {
     assert_eq!(clean_path("/debian/dists/").unwrap(), "/debian/dists/");
 }
 
+#[test]
+fn only_paths_no_server_reads_as_climbing_are_sent_to_a_fallback_unindexed() {
+    #[rustfmt::skip]
+    let rows: [(&str, &str, bool); 14] = [
+        ("a file", "pool/new.deb", true),
+        ("a name needing encoding", "pool/a bü?#.deb", true),
+        ("a directory", "pool/new/", true),
+        ("dots inside and in front of names", "pool/.hidden/a..b/x.", true),
+        ("a `;` after a name", "pool/a;v=1", true),
+        ("the root is listed, not sent", "", false),
+        ("a backslash (a Windows separator)", "pool\\..\\x", false),
+        ("a `%` (decoded twice: `%2e%2e`)", "pool/%2e%2e/x", false),
+        ("an encoded slash decoded twice", "pool%2fx", false),
+        ("`..;` (a Java parent)", "pool/..;/x", false),
+        ("`;` alone before a name", "pool/;x/y", false),
+        ("`...` (a Windows parent)", "pool/.../x", false),
+        ("`.. ` (a Windows parent)", "pool/.. /x", false),
+        ("a `..` that cleaning would have refused", "../x", false),
+    ];
+    for (rule, rel, want) in rows {
+        assert_eq!(fallback_safe(rel), want, "{rule}: {rel:?}");
+    }
+}
+
 mod classify {
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -194,6 +218,11 @@ mod classify {
                 stats(Some("2026-11"))),
             ("?stats=<not a period>, wherever", get.clone(), "/healthz?stats=soon", &[], &loaded,
                 Ask::BadPeriod),
+            ("?stats on a file not in the index: no counts", get.clone(), "/p/pool/b.deb?stats",
+                &[], &loaded, Ask::StatsUnindexed { at: at(0, "/p/pool/b.deb", "pool/b.deb") }),
+            ("?stats&json on a file not in the index: the JSON answer", get.clone(),
+                "/p/pool/b.deb?stats&json", &[], &loaded,
+                Ask::Json { at: at(0, "/p/pool/b.deb", "pool/b.deb") }),
             ("?stats on a directory: classified without it", get.clone(), "/p/pool/?stats", &[],
                 &loaded, Ask::Listing { at: at(0, "/p/pool/", "pool/"), json: false }),
             ("?stats with another method: classified without it", Method::POST,
@@ -223,9 +252,14 @@ mod classify {
                 Ask::Checksum { at: a_deb("/p/pool/a.deb.sha1"), kind: HashKind::Sha1 }),
             ("a real .sha256 file is downloaded", get.clone(), "/p/pool/x.sha256", &[], &loaded,
                 Ask::Download { at: at(0, "/p/pool/x.sha256", "pool/x.sha256") }),
-            ("<not a file>.sha256 is a download (of nothing)", get.clone(),
+            ("<not a file>.sha256 is a download (the origin may have published it)", get.clone(),
                 "/p/pool/b.deb.sha256", &[], &loaded,
                 Ask::Download { at: at(0, "/p/pool/b.deb.sha256", "pool/b.deb.sha256") }),
+            ("<not a file>.meta4: the metalink of a file the index may not know yet", get.clone(),
+                "/p/pool/b.deb.meta4", &[], &loaded,
+                Ask::Metalink { at: at(0, "/p/pool/b.deb.meta4", "pool/b.deb") }),
+            ("<directory>/.meta4 names no file", get.clone(), "/p/pool/.meta4", &[], &loaded,
+                Ask::Download { at: at(0, "/p/pool/.meta4", "pool/.meta4") }),
             ("a checksum beats the mirror list", get.clone(), "/p/pool/a.deb?mirrorlist&md5", &[],
                 &loaded, Ask::Checksum { at: a_deb("/p/pool/a.deb"), kind: HashKind::Md5 }),
             ("?mirrorlist: the mirror list", get.clone(), "/p/pool/a.deb?mirrorlist", &[], &loaded,
@@ -257,7 +291,7 @@ mod classify {
                 Ask::Json { at: a_deb("/p/pool/a.deb") }),
             ("anything else: the download", get.clone(), "/p/pool/a.deb", &[], &loaded,
                 Ask::Download { at: a_deb("/p/pool/a.deb") }),
-            ("a file not in the index: the download (of nothing)", get.clone(), "/p/pool/b.deb",
+            ("a file not in the index: the download (from a fallback)", get.clone(), "/p/pool/b.deb",
                 &[], &loaded, Ask::Download { at: at(0, "/p/pool/b.deb", "pool/b.deb") }),
             ("?https=1: HTTPS mirrors only", get.clone(), "/p/pool/a.deb?https=1", &[], &loaded,
                 Ask::Download { at: Target { https_only: true, ..a_deb("/p/pool/a.deb") } }),

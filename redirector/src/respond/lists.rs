@@ -10,7 +10,7 @@ use mirrorfleet_crds::state::HashKind;
 use super::{Body, choice_base, choice_url, esc, hex, private_page, text, unavailable};
 use mirrorfleet_geo::ClientGeo;
 
-use crate::select::Decision;
+use crate::select::{Decision, Outcome};
 use crate::snapshot::Snapshot;
 
 /// The apt `mirror+` list (apt-transport-mirror(1)): one base URL per line with explicit
@@ -76,7 +76,9 @@ pub const METALINK: &str = "application/metalink4+xml";
 
 /// A metalink v4 document (RFC 5854) for the decision's file: its size and hashes, and every
 /// usable mirror's URL in rank order (`priority` 1 is the best) with its country; when no
-/// mirror qualifies, the fallbacks instead. Served as an attachment named `<file>.meta4`.
+/// mirror qualifies, the fallbacks instead. For a file the index does not have (yet), the
+/// fallbacks alone, without size or hash, and a description saying so. Served as an
+/// attachment named `<file>.meta4`.
 pub fn metalink(
     snap: &Snapshot,
     project: usize,
@@ -84,23 +86,38 @@ pub fn metalink(
     path: &str,
     fallbacks: &[String],
 ) -> Response<Body> {
-    let Some(file) = &d.file else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+    let unindexed = matches!(d.outcome, Outcome::Unindexed(_));
+    let file = match &d.file {
+        Some(file) => Some(file),
+        None if unindexed => None,
+        None => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
-    let name = file.path.rsplit('/').next().unwrap_or(file.path);
+    let name = file.map_or(path, |f| f.path);
+    let name = name.rsplit('/').next().unwrap_or(name);
     let mut x = String::with_capacity(1024 + 160 * d.choices.len());
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str("<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">\n");
     x.push_str("  <generator>mirrorfleet</generator>\n");
     let _ = writeln!(x, "  <file name=\"{}\">", esc(name));
-    let _ = writeln!(x, "    <size>{}</size>", file.size);
-    for (kind, name) in [
-        (HashKind::Sha256, "sha-256"),
-        (HashKind::Sha1, "sha-1"),
-        (HashKind::Md5, "md5"),
-    ] {
-        if let Some(dg) = file.digest(kind) {
-            let _ = writeln!(x, "    <hash type=\"{name}\">{}</hash>", hex(dg));
+    match file {
+        Some(file) => {
+            let _ = writeln!(x, "    <size>{}</size>", file.size);
+            for (kind, name) in [
+                (HashKind::Sha256, "sha-256"),
+                (HashKind::Sha1, "sha-1"),
+                (HashKind::Md5, "md5"),
+            ] {
+                if let Some(dg) = file.digest(kind) {
+                    let _ = writeln!(x, "    <hash type=\"{name}\">{}</hash>", hex(dg));
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(
+                x,
+                "    <description>This file is {}.</description>",
+                esc(super::pages::NOT_INDEXED)
+            );
         }
     }
     let mut priority = 0;

@@ -261,6 +261,21 @@ pub fn checksum(file: Option<&FileEntry<'_>>, kind: HashKind) -> Response<Body> 
     }
 }
 
+/// `302` to `location` with a redirect's `Cache-Control` and nothing else: a fallback's listing
+/// of a directory the index does not have (a download's redirect is [`redirect`]'s).
+pub fn found(location: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    r
+}
+
 /// `301` to `location` (a directory asked for without its `/`).
 pub fn moved(location: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()));

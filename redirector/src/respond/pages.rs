@@ -14,7 +14,7 @@ use mirrorfleet_crds::url::encode_path;
 use super::{Body, choice_url, esc, hex, private_json, private_page};
 use mirrorfleet_geo::ClientGeo;
 
-use crate::select::Decision;
+use crate::select::{Decision, Outcome};
 use crate::snapshot::Snapshot;
 
 fn file_json(file: &FileEntry<'_>) -> serde_json::Value {
@@ -40,9 +40,13 @@ fn client_json(ip: std::net::IpAddr, geo: &ClientGeo) -> serde_json::Value {
     })
 }
 
+/// What the answers about a file the index does not have say.
+pub const NOT_INDEXED: &str = "not in the index yet (the index lags the origin by up to one scan): no mirror is known to have it, and its size and hashes are unknown; downloads go to the fallback, which may have it";
+
 /// The JSON answer: the file, the client, the chosen mirror and the alternatives (and, with
-/// `explain`, every excluded mirror with why). Never contacts or private notes: the snapshot
-/// does not hold them.
+/// `explain`, every excluded mirror with why), the fallback a download goes to, whether the
+/// index has the file (with [`NOT_INDEXED`] when it does not). Never contacts or private
+/// notes: the snapshot does not hold them.
 pub fn json(
     snap: &Snapshot,
     project: usize,
@@ -75,15 +79,33 @@ pub fn json(
         .iter()
         .map(|(m, why)| json!({ "name": snap.mirrors[*m].state.name, "reason": why.to_string() }))
         .collect();
-    let body = json!({
+    let mut body = json!({
         "file": d.file.as_ref().map(file_json),
+        "indexed": d.file.is_some(),
         "client": client_json(ip, geo),
         "mirror": mirrors.first(),
         "alternatives": mirrors.get(1..).unwrap_or_default(),
         "excluded": excluded,
         "fallback": fallback,
     });
+    if matches!(d.outcome, Outcome::Unindexed(_)) {
+        body["note"] = json!(NOT_INDEXED);
+    }
     private_json(&body)
+}
+
+/// The JSON listing of a directory the index does not have: `404`, the fallback's URL of it
+/// (which may list it) and why. `request_path` is the cleaned path asked for.
+pub fn unindexed_listing(request_path: &str, fallback: &str) -> Response<Body> {
+    let body = json!({
+        "path": request_path,
+        "indexed": false,
+        "note": "this directory is not in the index (yet: the index lags the origin by up to one scan); the fallback may list it",
+        "fallback": fallback,
+    });
+    let mut r = private_json(&body);
+    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+    r
 }
 
 /// Most entries shown in one directory listing.
@@ -194,7 +216,8 @@ fn utc_minute(unix_secs: i64) -> String {
 }
 
 /// The `?mirrorlist` page: the file, its hashes, every usable mirror with distance and share,
-/// and every excluded mirror with why.
+/// and every excluded mirror with why; `fallback`, the file's URL on the fallback a download
+/// goes to when it goes to one (for a file the index does not have, with [`NOT_INDEXED`]).
 pub fn mirrorlist(
     snap: &Snapshot,
     project: usize,
@@ -202,6 +225,7 @@ pub fn mirrorlist(
     path: &str,
     ip: std::net::IpAddr,
     geo: &ClientGeo,
+    fallback: Option<&str>,
 ) -> Response<Body> {
     let mut h = String::with_capacity(8192);
     let title = esc(path);
@@ -229,6 +253,19 @@ pub fn mirrorlist(
             "</ul><p>Metalink (for download managers such as aria2): <a href=\"{0}.meta4\">{1}.meta4</a></p>",
             esc(&encode_path(name)),
             esc(name)
+        );
+    }
+    if let Some(url) = fallback {
+        let why = if matches!(d.outcome, Outcome::Unindexed(_)) {
+            format!("This file is {NOT_INDEXED}")
+        } else {
+            "No mirror can serve this file for you now: downloads go to the fallback".to_owned()
+        };
+        let _ = write!(
+            h,
+            "<p>{}: <a href=\"{u}\">{u}</a></p>",
+            esc(&why),
+            u = esc(url)
         );
     }
     let country = geo

@@ -1,7 +1,10 @@
 //! Choosing the mirror for a request: a pure function of the request's facts and the
 //! snapshot — no I/O, no clock, no globals; randomness comes in with the facts.
 //!
-//! 1. Resolve the file in the project's index (unknown file: 404; no index yet: fallback).
+//! 1. Resolve the file in the project's index (no index yet: fallback). A file the index
+//!    does not have may still be on the origin (the index lags it by up to a scan): it goes
+//!    to the nearest fallback when the path is safe to send there
+//!    ([`fallback_safe`](crate::request::fallback_safe)), else 404.
 //! 2. Filter the mirrors carrying the project, recording why each one is excluded: disabled,
 //!    in maintenance, sub-tree not carried, file missing or of another size, mutable metadata
 //!    not proven current, no URL for an acceptable scheme, down for the client's scheme and
@@ -162,7 +165,12 @@ pub enum Outcome {
     Mirror,
     /// No eligible mirror: redirect to this fallback.
     Fallback(usize),
-    /// The file is not in the index.
+    /// The file is not in the index, which lags the origin: redirect to this fallback, which
+    /// may have it already.
+    Unindexed(usize),
+    /// The file is not in the index and cannot be sent to a fallback: the project has none
+    /// (none for the client's scheme), or the path is not one to send
+    /// ([`fallback_safe`](crate::request::fallback_safe)).
     NotFound,
     /// Nothing possible.
     Unavailable,
@@ -208,7 +216,10 @@ pub fn select<'s>(facts: &Facts<'_>, snap: &'s Snapshot) -> Decision<'s> {
         .position(facts.path)
         .and_then(|p| Some((p, index.get(p)?)))
     else {
-        return Decision::empty(Outcome::NotFound);
+        let pick = crate::request::fallback_safe(facts.path)
+            .then(|| nearest_fallback(facts, snap))
+            .flatten();
+        return Decision::empty(pick.map_or(Outcome::NotFound, Outcome::Unindexed));
     };
     let mutable = project.classes.is_mutable(file.path);
     let mut d = decide(
@@ -348,7 +359,7 @@ fn decide<'s>(
     }
 }
 
-/// The project's fallback nearest the client (same country, then continent, then the first).
+/// The decision to send the client to the project's nearest fallback, or unavailable.
 fn fallback<'s>(
     facts: &Facts<'_>,
     snap: &'s Snapshot,
@@ -356,13 +367,26 @@ fn fallback<'s>(
     choices: Vec<Choice>,
     excluded: Vec<(usize, Reason)>,
 ) -> Decision<'s> {
+    let outcome = nearest_fallback(facts, snap).map_or(Outcome::Unavailable, Outcome::Fallback);
+    Decision {
+        outcome,
+        file,
+        file_pos: None,
+        choices,
+        excluded,
+    }
+}
+
+/// The project's fallback nearest the client (same country, then continent, then the first),
+/// among those with a scheme the client accepts (HTTPS is never downgraded).
+pub fn nearest_fallback(facts: &Facts<'_>, snap: &Snapshot) -> Option<usize> {
     let fallbacks: &[FallbackState] = snap
         .projects
         .get(facts.project)
         .map_or(&[], |p| &p.state.fallbacks);
     let usable = |f: &FallbackState| !facts.https_only || f.url.starts_with("https://");
     let g = &facts.geo;
-    let pick = fallbacks
+    fallbacks
         .iter()
         .position(|f| {
             usable(f)
@@ -374,15 +398,7 @@ fn fallback<'s>(
                 .iter()
                 .position(|f| usable(f) && g.continent.is_some() && f.continent == g.continent)
         })
-        .or_else(|| fallbacks.iter().position(usable));
-    let outcome = pick.map_or(Outcome::Unavailable, Outcome::Fallback);
-    Decision {
-        outcome,
-        file,
-        file_pos: None,
-        choices,
-        excluded,
-    }
+        .or_else(|| fallbacks.iter().position(usable))
 }
 
 mod eligible;

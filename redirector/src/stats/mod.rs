@@ -4,6 +4,11 @@
 //! and flushes them to the store as one batch, keeping a failed batch for the next try
 //! (bounded) and flushing once more on shutdown.
 //!
+//! Redirects to a fallback for a path the index does not have (yet) are counted too, under
+//! the mirror name [`UNINDEXED`] (beside `fallback`, the other fallback redirects), by country
+//! and in the totals — not by file (the paths come from clients, unbounded) nor in bytes (no
+//! size is known).
+//!
 //! Why append-and-sort rather than a hash map per shard: with downloads spread over a large
 //! index nearly every request is a new key, and a map of them (grown, rehashed, and walked
 //! again at flush) cost about 2 µs of CPU per request under load; appending costs a few
@@ -37,8 +42,9 @@ pub struct Event<'a> {
     pub snap: &'a Arc<Snapshot>,
     /// Project index.
     pub project: usize,
-    /// Position of the file in the project's index.
-    pub file: usize,
+    /// Position of the file in the project's index, or `None` for a path the index does not
+    /// have (sent to a fallback: `mirror` is then `None`).
+    pub file: Option<usize>,
     /// Mirror index, or `None` for a fallback.
     pub mirror: Option<usize>,
     /// Client country.
@@ -46,6 +52,14 @@ pub struct Event<'a> {
     /// When (Unix seconds); the UTC day is derived at flush time.
     pub at: i64,
 }
+
+/// The name fallback redirects of paths the index does not have are counted under, where
+/// the others are counted under `fallback` (in the per-day `mirror` counters, and
+/// `mirrorfleet_redirects_total`).
+pub const UNINDEXED: &str = "fallback-unindexed";
+
+/// The file position packed for a path the index does not have.
+const UNINDEXED_POS: u32 = u32::MAX;
 
 /// How often today's fleet-wide counters are read back from the store (for `?mirrorstats`):
 /// every tenth flush, and at least once a minute.
@@ -240,7 +254,8 @@ impl std::hash::Hasher for KeyHasher {
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// A counter packed in 128 bits, most significant first: context (16), project (16), file
-/// position (32), mirror + 1 or 0 for a fallback (16), country (16, 0 for unknown), count (32).
+/// position (32, [`UNINDEXED_POS`] for a path not in the index), mirror + 1 or 0 for a
+/// fallback (16), country (16, 0 for unknown), count (32).
 /// Sorting puts equal counters side by side, grouped by context, project and file.
 type Packed = u128;
 
@@ -331,10 +346,15 @@ impl Pending {
             None => 0,
         };
         let country = ev.country.map_or(0, u16::from_be_bytes);
+        let file = match ev.file {
+            Some(f) => u32::try_from(f).ok().filter(|p| *p != UNINDEXED_POS)?,
+            None if ev.mirror.is_none() => UNINDEXED_POS,
+            None => return None,
+        };
         Some(
             u128::from(u16::try_from(ctx).ok()?) << 112
                 | u128::from(u16::try_from(ev.project).ok()?) << 96
-                | u128::from(u32::try_from(ev.file).ok()?) << 64
+                | u128::from(file) << 64
                 | u128::from(mirror) << 48
                 | u128::from(country) << COUNT_BITS,
         )
@@ -391,9 +411,19 @@ impl Pending {
             let mut files_key: Option<(usize, String)> = None;
             let mut mirrors: FastMap<u16, (u64, u64)> = FastMap::default();
             let mut countries: FastMap<u16, u64> = FastMap::default();
+            let mut unindexed = 0u64;
             for files in run.chunk_by(|a, b| a >> 64 == b >> 64) {
                 let project = ((files[0] >> 96) as u16) as usize;
-                let position = ((files[0] >> 64) as u32) as usize;
+                let position = (files[0] >> 64) as u32;
+                if position == UNINDEXED_POS {
+                    for e in files {
+                        let n = (e & COUNT_MASK) as u64;
+                        *countries.entry((e >> COUNT_BITS) as u16).or_default() += n;
+                        unindexed += n;
+                    }
+                    continue;
+                }
+                let position = position as usize;
                 let Some((p, file)) = snap.projects.get(project).and_then(|p| {
                     let file = p.index.as_deref()?.get(position)?;
                     Some((p, file))
@@ -429,6 +459,11 @@ impl Pending {
                 batch.add_to(&mirror_key, name, n);
                 batch.add_to(&bytes_key, name, bytes);
                 *per_mirror.entry(name.to_owned()).or_default() += n;
+            }
+            if unindexed > 0 {
+                batch.add_to(&mirror_key, UNINDEXED, unindexed);
+                *per_mirror.entry(UNINDEXED.to_owned()).or_default() += unindexed;
+                total += unindexed;
             }
             let country_key = day_key(&day, "country");
             for (c, n) in countries {

@@ -44,7 +44,7 @@ fn event<'s>(snap: &'s Arc<Snapshot>, file: usize, mirror: Option<usize>, cc: &s
     Event {
         snap,
         project: 0,
-        file,
+        file: Some(file),
         mirror,
         country: mirrorfleet_geo::cc(cc),
         at: DAY * 86_400 + 3_600,
@@ -97,6 +97,62 @@ fn counters_are_summed_by_file_mirror_country_and_day() {
     let per: BTreeMap<String, u64> = metrics.per_mirror.lock().unwrap().clone();
     assert_eq!(per.get("m1"), Some(&2));
     assert_eq!(metrics.stats_dropped.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn fallback_redirects_of_paths_not_in_the_index_are_counted_apart() {
+    let snap = snapshot(1, 1);
+    let metrics = Metrics::default();
+    let mut p = Pending::default();
+    let unindexed = |cc| Event {
+        file: None,
+        ..event(&snap, 0, None, cc)
+    };
+    p.add(unindexed("FR"), &metrics);
+    p.add(unindexed("FR"), &metrics);
+    p.add(unindexed("DE"), &metrics);
+    p.add(event(&snap, 0, None, "FR"), &metrics);
+    p.add(event(&snap, 0, Some(0), "FR"), &metrics);
+    // A path not in the index is never counted as a mirror's.
+    p.add(
+        Event {
+            file: None,
+            ..event(&snap, 0, Some(1), "FR")
+        },
+        &metrics,
+    );
+    let mut batch = StatsBatch::default();
+    p.drain_into(&mut batch, &metrics);
+
+    let day = "2025-11-22";
+    let mirrors = day_key(day, "mirror");
+    assert_eq!(field(&batch, &mirrors, UNINDEXED), 3);
+    assert_eq!(
+        field(&batch, &mirrors, "fallback"),
+        1,
+        "ordinary fallbacks apart"
+    );
+    assert_eq!(field(&batch, &mirrors, "m0"), 1);
+    assert_eq!(field(&batch, &mirrors, "m1"), 0);
+    let countries = day_key(day, "country");
+    assert_eq!(field(&batch, &countries, "FR"), 4);
+    assert_eq!(field(&batch, &countries, "DE"), 1);
+    let files = &batch.counters[&day_key(day, "file:p")];
+    assert_eq!(
+        files.len(),
+        1,
+        "no per-path counter for unindexed paths: {files:?}"
+    );
+    assert_eq!(field(&batch, &total_key(), "redirects"), 5);
+    assert_eq!(
+        field(&batch, &total_key(), "bytes"),
+        20,
+        "the indexed downloads' bytes only"
+    );
+    let per: BTreeMap<String, u64> = metrics.per_mirror.lock().unwrap().clone();
+    assert_eq!(per.get(UNINDEXED), Some(&3));
+    assert_eq!(per.get("fallback"), Some(&1));
+    assert_eq!(metrics.stats_dropped.load(Ordering::Relaxed), 1);
 }
 
 #[test]

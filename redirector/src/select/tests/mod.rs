@@ -217,11 +217,56 @@ fn lyon() -> MirrorState {
 }
 
 #[test]
-fn unknown_file_is_404() {
-    let snap = World::new(vec![lyon()]).snapshot();
+fn a_file_not_in_the_index_goes_to_the_nearest_fallback_or_is_404() {
+    let mut w = World::new(vec![lyon()]);
+    let snap = w.snapshot();
+    let us = ClientGeo {
+        country: cc("US"),
+        continent: Some(Continent::NA),
+        point: None,
+        asn: None,
+    };
+    let https = |f: Facts<'static>| Facts {
+        https_only: true,
+        ..f
+    };
+    #[rustfmt::skip]
+    let rows: [(&str, Facts<'_>, Outcome); 9] = [
+        ("the index lags the origin: the European client's origin",
+            facts("pool/new.deb", paris()), Outcome::Unindexed(1)),
+        ("the American client's origin", facts("pool/new.deb", us), Outcome::Unindexed(0)),
+        ("never downgraded: the US origin is HTTP only",
+            https(facts("pool/new.deb", us)), Outcome::Unindexed(1)),
+        ("a new directory too", facts("pool/new/", us), Outcome::Unindexed(0)),
+        ("a Windows separator is not sent", facts("pool/..\\x", paris()), Outcome::NotFound),
+        ("a Java parent is not sent", facts("pool/..;/x", paris()), Outcome::NotFound),
+        ("a Windows parent is not sent", facts("pool/.../x", paris()), Outcome::NotFound),
+        ("what a server decoding twice reads as a parent is not sent",
+            facts("pool/%2e%2e/x", paris()), Outcome::NotFound),
+        ("an indexed file still goes to its mirror", facts("pool/a.deb", paris()),
+            Outcome::Mirror),
+    ];
+    for (rule, f, want) in rows {
+        let d = select(&f, &snap);
+        assert_eq!(d.outcome, want, "{rule}");
+        if want != Outcome::Mirror {
+            assert!(
+                d.file.is_none() && d.file_pos.is_none() && d.choices.is_empty(),
+                "{rule}"
+            );
+        }
+    }
+    w.fleet.projects[0].fallbacks.remove(1);
     assert_eq!(
-        select(&facts("pool/nope.deb", paris()), &snap).outcome,
-        Outcome::NotFound
+        select(&https(facts("pool/new.deb", us)), &w.snapshot()).outcome,
+        Outcome::NotFound,
+        "no fallback for an HTTPS client: 404, not a downgrade"
+    );
+    w.fleet.projects[0].fallbacks.clear();
+    assert_eq!(
+        select(&facts("pool/new.deb", paris()), &w.snapshot()).outcome,
+        Outcome::NotFound,
+        "no fallback at all: 404"
     );
 }
 
