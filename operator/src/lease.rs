@@ -84,8 +84,10 @@ pub struct Elector {
     me: String,
     /// A holder silent for this long has lost the lease.
     pub lease_duration: Duration,
-    /// How often the holder renews (and a standby looks).
+    /// How often the holder renews.
     pub renew_every: Duration,
+    /// How often a standby looks (a read; a released lease is taken at the next look).
+    pub look_every: Duration,
 }
 
 impl std::fmt::Debug for Elector {
@@ -106,6 +108,7 @@ impl Elector {
             me: me.to_owned(),
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
+            look_every: Duration::from_secs(2),
         }
     }
 
@@ -165,7 +168,7 @@ impl Elector {
         }
     }
 
-    /// Waits until this replica holds the lease: looks again every `renew_every`, or just
+    /// Waits until this replica holds the lease: looks again every `look_every`, or just
     /// after the holder's lease would expire if that is sooner (a leader that died is
     /// replaced one lease duration after its last renewal, not up to a period later).
     pub async fn acquire(&self) {
@@ -178,10 +181,10 @@ impl Elector {
                 Ok(Poll::Wait(left)) => left + Duration::from_millis(50),
                 Err(e) => {
                     tracing::warn!(error = %error_chain(&KubeError(e)), "cannot read or write the leader lease");
-                    self.renew_every
+                    self.look_every
                 }
             };
-            tokio::time::sleep(wait.min(self.renew_every)).await;
+            tokio::time::sleep(wait.min(self.look_every)).await;
         }
     }
 

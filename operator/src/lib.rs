@@ -222,6 +222,8 @@ pub struct Context<S: Store> {
     triggers: Option<Triggers>,
     /// Seconds between two scans of a mirror's project when neither spec says.
     pub mirror_interval: i64,
+    /// Wakes the scan scheduler before its next tick: something it decides from changed.
+    pub wake_scheduler: Arc<tokio::sync::Notify>,
 }
 
 impl<S: Store> Debug for Context<S> {
@@ -261,6 +263,7 @@ impl<S: Store> Context<S> {
             assessed: Mutex::new(None),
             triggers: None,
             mirror_interval: 3600,
+            wake_scheduler: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -308,6 +311,7 @@ impl<S: Store> Context<S> {
         let state = self.state().await?;
         let stored = state.fleet.as_deref();
         if stored != Some(&a.fleet) {
+            self.wake_scheduler.notify_one();
             self.writer
                 .write_fleet(&a.fleet)
                 .await

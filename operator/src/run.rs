@@ -101,6 +101,7 @@ pub async fn run<S: Store + Clone>(
     if let Some(l) = &settings.locator {
         ctx = ctx.with_locator(l.clone());
     }
+    ctx.wake_scheduler = controllers.finished_jobs();
     let ctx = Arc::new(ctx);
     let following = tokio::spawn(follow_store(store.clone(), ctx.clone(), triggers));
 
@@ -158,6 +159,8 @@ pub struct Controllers {
     jobs_watch: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The owners of the Jobs that changed, from `jobs_watch` (Projects and Mirrors).
     job_owned: TriggerStreams,
+    /// Notified when a scan Job finishes; the scheduler's wake-up.
+    finished: Arc<tokio::sync::Notify>,
     /// A deletion, or a relist, in any of the four watches (see [`controller`]).
     removals: mpsc::UnboundedReceiver<()>,
 }
@@ -181,17 +184,24 @@ impl Controllers {
         // trigger from a watch of its own, which may run ahead of that cache: the owner is
         // reconciled before the change is visible, e.g. a failed scan never shown.)
         let (job_owners, job_owned) = Triggers::new(namespace);
+        // A Job that finished frees a place under the cap: the scheduler looks at once.
+        let finished = Arc::new(tokio::sync::Notify::new());
+        let finished_job = finished.clone();
         let jobs_watch = kube::runtime::reflector(
             jobs_writer,
             watcher(api(client, namespace), wc().labels(SCAN_JOBS)),
         )
         .for_each(move |r| {
             match r {
-                Ok(
-                    watcher::Event::Apply(job)
-                    | watcher::Event::InitApply(job)
-                    | watcher::Event::Delete(job),
-                ) => job_owners.send(job_owner(&job)),
+                Ok(watcher::Event::Apply(job)) => {
+                    if crate::jobs::finished(&job) {
+                        finished_job.notify_one();
+                    }
+                    job_owners.send(job_owner(&job));
+                }
+                Ok(watcher::Event::InitApply(job) | watcher::Event::Delete(job)) => {
+                    job_owners.send(job_owner(&job))
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %error_chain(&KubeError(e)), "scan Jobs watch"),
             }
@@ -206,8 +216,15 @@ impl Controllers {
             jobs,
             jobs_watch: Box::pin(jobs_watch),
             job_owned,
+            finished,
             removals,
         }
+    }
+
+    /// What wakes the scan scheduler: notified when a scan Job finishes (and by the
+    /// context when the fleet or the store changes).
+    pub fn finished_jobs(&self) -> Arc<tokio::sync::Notify> {
+        self.finished.clone()
     }
 
     /// The caches the reconciles read (the context's).
@@ -311,7 +328,12 @@ pub async fn follow_store<S: Store + Clone>(store: S, ctx: Arc<Context<S>>, trig
     while states.changed().await.is_ok() {
         let state = states.borrow_and_update().clone();
         let fleet = ctx.latest.borrow().clone();
-        triggers.send(triggers::state_changes(&last, &state, &fleet));
+        let changed = triggers::state_changes(&last, &state, &fleet);
+        // An index or a scan result can make scans due (a project's first mirror scans).
+        if !changed.is_empty() {
+            ctx.wake_scheduler.notify_one();
+        }
+        triggers.send(changed);
         last = state;
     }
 }

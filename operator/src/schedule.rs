@@ -32,6 +32,10 @@ use crate::{Caches, Context, Error};
 /// How often the scheduler looks.
 pub const TICK: Duration = Duration::from_secs(10);
 
+/// After being woken (a new fleet, an index, a Job that finished), how long the scheduler
+/// waits for more of the same before it looks.
+const WAKE_COALESCE: Duration = Duration::from_millis(200);
+
 /// The label selector of every scan Job.
 pub const SCAN_JOBS: &str = "app.kubernetes.io/component=scan";
 
@@ -103,7 +107,8 @@ impl Scheduler {
         }
     }
 
-    /// Every [`TICK`] until the task is dropped: sends the checker its targets, runs a
+    /// Every [`TICK`], and when woken through the context (a new fleet, an index or a scan
+    /// result in the store, a Job that finished), until the task is dropped: sends the checker its targets, runs a
     /// [`step`](Scheduler::step) on the cached scan Jobs (and those it created that the cache
     /// does not show yet), tells the checker of the mirrors rescanned. `rescan` receives
     /// mirrors back from a long outage. Makes no request when nothing is due.
@@ -120,7 +125,13 @@ impl Scheduler {
         let mut created: Vec<(i64, Arc<Job>)> = Vec::new();
         let mut tick = tokio::time::interval(TICK);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = ctx.wake_scheduler.notified() => {
+                    // Whatever else woke it meanwhile is looked at in the same step.
+                    tokio::time::sleep(WAKE_COALESCE).await;
+                }
+            }
             while let Ok(m) = rescan.try_recv() {
                 wanted_rescan.insert(m, (ctx.now)());
             }

@@ -21,7 +21,7 @@ use mirrorfleet_operator::lease::Elector;
 use mirrorfleet_operator::metrics::Metrics;
 use mirrorfleet_operator::{self, Caches, Context, reconcile};
 use mirrorfleet_store::{RedisStore, StateReader};
-use mirrorfleet_testkit::*;
+use mirrorfleet_testkit::Redis;
 use serde_json::{Value, json};
 use support::*;
 use tower_test::mock::pair;

@@ -121,7 +121,10 @@ pub async fn scan_mirror<S: Store>(
                             .flatten()
                     }
                     _ => None,
-                };
+                }
+                // A trace from the future (a wrong clock, a hostile mirror) says at most
+                // "synced by now": it must not look newer than this scan for ever.
+                .map(|t| t.min(now));
                 let availability = Availability {
                     mirror: mirror.name.clone(),
                     project: project.name.clone(),
@@ -245,7 +248,8 @@ async fn trace_only(
         project: project.name.clone(),
         serial: index.serial.clone(),
         scanned_at: now,
-        last_sync: Some(synced),
+        // Clamped as in a full scan: a trace from the future is "synced by now".
+        last_sync: Some(synced.min(now)),
         ..Availability::default()
     };
     for e in index.iter() {

@@ -556,7 +556,8 @@ async fn trace_only_mirrors_are_trusted_up_to_their_last_sync() {
         }],
         ..Default::default()
     };
-    let ok = run::scan_mirror(&writer, &mirror("fresh"), &project, &index, &quick(), 1)
+    let now = T + 3600;
+    let ok = run::scan_mirror(&writer, &mirror("fresh"), &project, &index, &quick(), now)
         .await
         .unwrap();
     assert_eq!(
@@ -567,7 +568,20 @@ async fn trace_only_mirrors_are_trusted_up_to_their_last_sync() {
         ),
         ("trace", 2, Some(T + 600))
     );
-    let err = run::scan_mirror(&writer, &mirror("old"), &project, &index, &quick(), 1)
+    // Scanned before the time its trace claims (a wrong clock, a hostile mirror): the sync
+    // counts as "by now", never as newer than the scan.
+    let early = run::scan_mirror(
+        &writer,
+        &mirror("fresh"),
+        &project,
+        &index,
+        &quick(),
+        T + 300,
+    )
+    .await
+    .unwrap();
+    assert_eq!(early.availability.last_sync, Some(T + 300));
+    let err = run::scan_mirror(&writer, &mirror("old"), &project, &index, &quick(), now)
         .await
         .unwrap_err();
     assert!(
