@@ -9,6 +9,7 @@
 // Several `printcolumn(...)` entries repeat `type_ = "string"`; that is not a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
+mod cel;
 mod common;
 mod mirror;
 mod project;
