@@ -267,9 +267,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+            let config = kube::Config::infer().await.map_err(|e| {
+                anyhow::anyhow!("cannot find the Kubernetes API (in-cluster or kubeconfig): {e}")
+            })?;
             let store_args = store.to_args();
             let settings = mirrorfleet_operator::run::Settings {
                 namespace,
@@ -288,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .source(&work_dir, &git_path)
                     .map(|s| (s, std::time::Duration::from_secs(git.git_interval.max(1)))),
             };
-            mirrorfleet_operator::run::run(client, store.open().await?, settings, cmd::now).await?;
+            mirrorfleet_operator::run::run(config, store.open().await?, settings, cmd::now).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Geoip {

@@ -29,6 +29,15 @@ pub enum Error {
         #[source]
         source: mirrorfleet_store::Error,
     },
+    /// The metrics and probes address cannot be listened on.
+    #[error("cannot listen on {addr} for /metrics and the probes")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The caches are not filled yet.
     #[error("the resource caches are not ready yet")]
     NotReady,
@@ -46,6 +55,7 @@ impl Error {
         match self {
             Error::Kube { .. } => "kube",
             Error::Store { .. } => "store",
+            Error::Listen { .. } => "listen",
             Error::NotReady => "not_ready",
             Error::ControllersStopped => "controllers_stopped",
             Error::LeadershipLost => "leadership_lost",

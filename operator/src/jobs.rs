@@ -1,23 +1,35 @@
-//! Scan Jobs: the batch/v1 Job that scans one (Mirror, Project), built by a pure function;
-//! when one is due, when one is over, which ones failed — pure too. Nothing here talks to
+//! Scan Jobs: the batch/v1 Job that scans one (Mirror, Project), and the one that indexes a
+//! Project's source, built by pure functions; when one is due, when one is over, the
+//! failures in a row and the wait after them — pure too. Nothing here talks to
 //! the API server (the scheduler, [`crate::schedule`], does).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
-use mirrorfleet_crds::v1alpha1::Mirror;
+use mirrorfleet_crds::v1alpha1::{Mirror, Project};
 
-/// Annotation asking for a scan now (any value; the operator removes it once the Job exists).
+/// Annotation asking for a scan now (any value; the operator removes it once the Job exists),
+/// on a Mirror (its projects' scans) or a Project (its source's).
 pub const SCAN_REQUESTED: &str = "mirrorfleet.io/scan-requested";
-/// Label naming the mirror a Job scans.
+/// Label naming the mirror a Job scans (mirror scans only).
 pub const LABEL_MIRROR: &str = "mirrorfleet.io/mirror";
 /// Label naming the project a Job scans.
 pub const LABEL_PROJECT: &str = "mirrorfleet.io/project";
+/// Label saying what a Job scans: `mirror` or `source`.
+pub const LABEL_SCAN: &str = "mirrorfleet.io/scan";
+
+/// First wait after a failed scan; it doubles with each failure in a row.
+pub const RETRY_FIRST_SECONDS: i64 = 30;
+/// Longest wait after failures (and never longer than the scan interval).
+pub const RETRY_MAX_SECONDS: i64 = 3600;
 
 /// Settings of every scan Job.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,10 +71,20 @@ impl Default for JobSettings {
 }
 
 /// A DNS label (at most 63 characters: the Job's pods carry it as a label value) for the
-/// Job of (mirror, project) at `now`.
+/// Job scanning (mirror, project) at `now`.
 pub fn job_name(mirror: &str, project: &str, now: i64) -> String {
+    dns_label(&format!("scan-{mirror}-{project}"), now)
+}
+
+/// The name of the Job indexing `project`'s source at `now` (distinct from every mirror
+/// scan's: those start with `scan-`).
+pub fn source_job_name(project: &str, now: i64) -> String {
+    dns_label(&format!("index-{project}"), now)
+}
+
+fn dns_label(base: &str, now: i64) -> String {
     let suffix = format!("-{now:x}");
-    let mut base: String = format!("scan-{mirror}-{project}")
+    let mut base: String = base
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -80,7 +102,60 @@ pub fn job_name(mirror: &str, project: &str, now: i64) -> String {
 /// operator's image running `mirrorfleet scan mirror`, bounded in time, retries, resources.
 pub fn scan_job(mirror: &Mirror, project: &str, settings: &JobSettings, now: i64) -> Job {
     let mirror_name = mirror.meta().name.clone().unwrap_or_default();
-    let labels = BTreeMap::from([
+    let mut labels = labels(project, "mirror");
+    labels.insert(LABEL_MIRROR.to_owned(), mirror_name.clone());
+    let args = vec![
+        "scan".to_owned(),
+        "mirror".to_owned(),
+        "--mirror".to_owned(),
+        mirror_name.clone(),
+        "--project".to_owned(),
+        project.to_owned(),
+    ];
+    let name = job_name(&mirror_name, project, now);
+    job(mirror, name, labels, args, None, settings)
+}
+
+/// Why a project's source cannot be indexed by a Job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoSourceJob {
+    /// A local tree with no volume to mount it from.
+    #[error(
+        "the source is a local directory ({0}) and no spec.source.volumeClaim says which PersistentVolumeClaim holds it"
+    )]
+    LocalWithoutVolume(String),
+}
+
+/// The Job indexing `project`'s source: owned by the Project, running `mirrorfleet scan
+/// source`; a local tree is mounted read-only from its PersistentVolumeClaim at its path.
+pub fn source_job(project: &Project, settings: &JobSettings, now: i64) -> Result<Job, NoSourceJob> {
+    let name = project.meta().name.clone().unwrap_or_default();
+    let source = &project.spec.source;
+    let volume = match (&source.local, &source.volume_claim) {
+        (Some(path), None) => return Err(NoSourceJob::LocalWithoutVolume(path.clone())),
+        (Some(path), Some(claim)) => Some((claim.clone(), path.clone())),
+        (None, _) => None,
+    };
+    let args = vec![
+        "scan".to_owned(),
+        "source".to_owned(),
+        "--project".to_owned(),
+        name.clone(),
+        "--no-progress".to_owned(),
+    ];
+    let job_name = source_job_name(&name, now);
+    Ok(job(
+        project,
+        job_name,
+        labels(&name, "source"),
+        args,
+        volume,
+        settings,
+    ))
+}
+
+fn labels(project: &str, scan: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
         (
             "app.kubernetes.io/name".to_owned(),
             "mirrorfleet".to_owned(),
@@ -90,14 +165,27 @@ pub fn scan_job(mirror: &Mirror, project: &str, settings: &JobSettings, now: i64
             "app.kubernetes.io/managed-by".to_owned(),
             "mirrorfleet".to_owned(),
         ),
-        (LABEL_MIRROR.to_owned(), mirror_name.clone()),
         (LABEL_PROJECT.to_owned(), project.to_owned()),
-    ]);
-    let owner = OwnerReference {
-        api_version: Mirror::api_version(&()).into_owned(),
-        kind: Mirror::kind(&()).into_owned(),
-        name: mirror_name.clone(),
-        uid: mirror.meta().uid.clone().unwrap_or_default(),
+        (LABEL_SCAN.to_owned(), scan.to_owned()),
+    ])
+}
+
+/// A scan Job owned by `owner`: `args` then the store's, a read-only `(claim, path)` volume
+/// if given, and the bounds of `settings`.
+fn job<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    name: String,
+    labels: BTreeMap<String, String>,
+    mut args: Vec<String>,
+    volume: Option<(String, String)>,
+    settings: &JobSettings,
+) -> Job {
+    let meta = owner.meta();
+    let owner_ref = OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
@@ -107,21 +195,32 @@ pub fn scan_job(mirror: &Mirror, project: &str, settings: &JobSettings, now: i64
             ("memory".to_owned(), Quantity(mem.clone())),
         ])
     };
-    let mut args = vec![
-        "scan".to_owned(),
-        "mirror".to_owned(),
-        "--mirror".to_owned(),
-        mirror_name.clone(),
-        "--project".to_owned(),
-        project.to_owned(),
-    ];
     args.extend(settings.store_args.iter().cloned());
+    let (volumes, mounts) = match volume {
+        Some((claim, path)) => (
+            Some(vec![Volume {
+                name: "source".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim,
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            }]),
+            Some(vec![VolumeMount {
+                name: "source".into(),
+                mount_path: path,
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]),
+        ),
+        None => (None, None),
+    };
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&mirror_name, project, now)),
-            namespace: mirror.meta().namespace.clone(),
+            name: Some(name),
+            namespace: meta.namespace.clone(),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![owner]),
+            owner_references: Some(vec![owner_ref]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -136,10 +235,12 @@ pub fn scan_job(mirror: &Mirror, project: &str, settings: &JobSettings, now: i64
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: settings.service_account.clone(),
+                    volumes,
                     containers: vec![Container {
                         name: "scan".into(),
                         image: Some(settings.image.clone()),
                         args: Some(args),
+                        volume_mounts: mounts,
                         resources: Some(ResourceRequirements {
                             requests: Some(quantities(&settings.requests)),
                             limits: Some(quantities(&settings.limits)),
@@ -167,7 +268,34 @@ pub fn finished(job: &Job) -> bool {
     })
 }
 
-/// Why a scan of (mirror, project) starts now, if it does.
+/// Seconds between two indexings of a project's source when its spec says nothing
+/// (`scan.sourceIntervalMinutes`, default 5).
+pub const SOURCE_INTERVAL_SECONDS: i64 = 300;
+
+/// Seconds between two scans of `project` on `mirror`: the Mirror's `scan.intervalMinutes`,
+/// else the Project's `scan.mirrorIntervalMinutes`, else `default_seconds`.
+pub fn mirror_interval(mirror: &Mirror, project: Option<&Project>, default_seconds: i64) -> i64 {
+    let own = mirror.spec.scan.as_ref().and_then(|s| s.interval_minutes);
+    let project = project
+        .and_then(|p| p.spec.scan.as_ref())
+        .and_then(|s| s.mirror_interval_minutes);
+    own.or(project)
+        .map_or(default_seconds, |m| i64::from(m) * 60)
+        .max(60)
+}
+
+/// Seconds between two indexings of `project`'s source.
+pub fn source_interval(project: &Project) -> i64 {
+    project
+        .spec
+        .scan
+        .as_ref()
+        .and_then(|s| s.source_interval_minutes)
+        .map_or(SOURCE_INTERVAL_SECONDS, |m| i64::from(m) * 60)
+        .max(60)
+}
+
+/// Why a scan starts now, if it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
     /// Never scanned.
@@ -178,9 +306,11 @@ pub enum Due {
     Requested,
     /// The mirror reported a sync after its last scan.
     Synced,
+    /// The last attempts failed and the wait after them is over.
+    Retry,
 }
 
-/// What the scheduler knows about one (mirror, project).
+/// What the scheduler knows about one scan target (a (mirror, project), or a source).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanFacts {
     /// Unix seconds of the last finished scan.
@@ -191,16 +321,22 @@ pub struct ScanFacts {
     pub running: bool,
     /// The annotation asks for a scan.
     pub requested: bool,
+    /// The last attempts failed: not before this time (Unix seconds).
+    pub retry_at: Option<i64>,
 }
 
-/// Whether a scan is due — pure. Running scans never start another; a request, a sync
-/// after the last scan, or the interval start one (in that order of reasons).
+/// Whether a scan is due — pure. Running scans never start another; a request starts one
+/// at once; after failures, nothing before the retry time; then a first scan, a retry, a
+/// sync after the last scan, or the interval start one (in that order of reasons).
 pub fn due(facts: &ScanFacts, interval_seconds: i64, now: i64) -> Option<Due> {
     if facts.running {
         return None;
     }
     if facts.requested {
         return Some(Due::Requested);
+    }
+    if let Some(at) = facts.retry_at {
+        return (now >= at).then_some(Due::Retry);
     }
     let Some(last) = facts.last_scan else {
         return Some(Due::First);
@@ -211,36 +347,105 @@ pub fn due(facts: &ScanFacts, interval_seconds: i64, now: i64) -> Option<Due> {
     (now - last >= interval_seconds).then_some(Due::Interval)
 }
 
-/// The failed scan Jobs of `mirror`, from their labels and conditions — pure.
-pub fn failed_scans(jobs: &[Arc<Job>], mirror: &str) -> Vec<crate::status::FailedScan> {
-    jobs.iter()
-        .filter(|j| j.labels().get(LABEL_MIRROR).is_some_and(|m| m == mirror))
-        .filter_map(|j| {
-            let project = j.labels().get(LABEL_PROJECT)?.clone();
-            let st = j.status.as_ref()?;
-            let failed = st
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "Failed" && c.status == "True")?;
-            let at = st
-                .start_time
-                .as_ref()
-                .or(j.metadata.creation_timestamp.as_ref())
-                .map_or(0, |t| t.0.as_second());
-            let why = format!(
-                "Job {} failed ({}){}",
-                j.name_any(),
-                failed.reason.as_deref().unwrap_or("Failed"),
-                failed
-                    .message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            );
-            Some((project, at, why))
+/// A scan Job that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The Job.
+    pub job: String,
+    /// When it failed (Unix seconds).
+    pub at: i64,
+    /// Why, from its `Failed` condition.
+    pub why: String,
+}
+
+/// The Jobs of one scan target, as far as the cache remembers them (finished Jobs live for
+/// their TTL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// A Job is running.
+    pub running: bool,
+    /// Failed Jobs since the last one that completed.
+    pub failures: u32,
+    /// The latest of those failures.
+    pub last_failure: Option<Failure>,
+}
+
+impl History {
+    /// When the next attempt may start after the failures (`None` without failures): the
+    /// wait doubles with each failure in a row, from [`RETRY_FIRST_SECONDS`] up to the scan
+    /// interval or [`RETRY_MAX_SECONDS`], whichever is shorter.
+    pub fn retry_at(&self, interval_seconds: i64) -> Option<i64> {
+        let last = self.last_failure.as_ref()?;
+        let cap = interval_seconds.clamp(RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS);
+        let doublings = self.failures.saturating_sub(1).min(20);
+        let wait = RETRY_FIRST_SECONDS.saturating_mul(1 << doublings).min(cap);
+        Some(last.at.saturating_add(wait))
+    }
+}
+
+/// The history of the scans of `project` on `mirror` (`None`: of the project's source) —
+/// pure.
+pub fn history(jobs: &[Arc<Job>], project: &str, mirror: Option<&str>) -> History {
+    let scan = if mirror.is_some() { "mirror" } else { "source" };
+    let mut mine: Vec<&Arc<Job>> = jobs
+        .iter()
+        .filter(|j| {
+            let l = j.labels();
+            l.get(LABEL_PROJECT).is_some_and(|p| p == project)
+                && l.get(LABEL_SCAN).map_or("mirror", String::as_str) == scan
+                && l.get(LABEL_MIRROR).map(String::as_str) == mirror
         })
-        .collect()
+        .collect();
+    mine.sort_by_key(|j| (started_at(j), j.name_any()));
+    let mut h = History::default();
+    for j in mine {
+        if !finished(j) {
+            h.running = true;
+        } else if let Some(f) = failure(j) {
+            h.failures += 1;
+            h.last_failure = Some(f);
+        } else {
+            h.failures = 0;
+            h.last_failure = None;
+        }
+    }
+    h
+}
+
+fn started_at(job: &Job) -> i64 {
+    job.metadata
+        .creation_timestamp
+        .as_ref()
+        .or(job.status.as_ref().and_then(|s| s.start_time.as_ref()))
+        .map_or(0, |t| t.0.as_second())
+}
+
+fn failure(job: &Job) -> Option<Failure> {
+    let st = job.status.as_ref()?;
+    let failed = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+    let at = failed
+        .last_transition_time
+        .as_ref()
+        .or(st.start_time.as_ref())
+        .map_or_else(|| started_at(job), |t| t.0.as_second());
+    let why = format!(
+        "{}{}",
+        failed.reason.as_deref().unwrap_or("Failed"),
+        failed
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    );
+    Some(Failure {
+        job: job.name_any(),
+        at,
+        why,
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, so that two or more replicas are
 //! safe: only the holder reconciles, probes and schedules scans. The holder renews every
 //! `renew_every`; another replica takes over once `lease_duration` has passed without a
-//! renewal. Every write is a replace carrying the `resourceVersion` read, so two replicas
+//! renewal (it looks again just after that moment), or at its next look when the holder
+//! released the lease on shutdown. Every write is a replace carrying the `resourceVersion` read, so two replicas
 //! racing for an expired lease cannot both win (the loser gets 409 and looks again).
 
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub enum Decision {
     Wait {
         /// The holder.
         holder: String,
+        /// How long until it expires unless renewed.
+        expires_in: Duration,
     },
 }
 
@@ -47,20 +50,30 @@ pub fn decide(lease: Option<&Lease>, me: &str, now: Timestamp, duration: Duratio
     let duration = spec
         .lease_duration_seconds
         .map_or(duration, |s| Duration::from_secs(s.max(1) as u64));
-    let expired = match &spec.renew_time {
-        None => true,
+    let left = match &spec.renew_time {
+        None => None,
         Some(MicroTime(t)) => {
-            let age = now.duration_since(*t);
-            age.as_secs_f64() > duration.as_secs_f64()
+            let age = now.duration_since(*t).as_secs_f64();
+            (age <= duration.as_secs_f64())
+                .then(|| Duration::from_secs_f64(duration.as_secs_f64() - age.max(0.0)))
         }
     };
-    if holder.is_empty() || expired {
-        Decision::TakeOver
-    } else {
-        Decision::Wait {
+    match left {
+        Some(expires_in) if !holder.is_empty() => Decision::Wait {
             holder: holder.to_owned(),
-        }
+            expires_in,
+        },
+        _ => Decision::TakeOver,
     }
+}
+
+/// What one look at the lease gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// This replica holds it.
+    Held,
+    /// Another one does, for this long unless it renews.
+    Wait(Duration),
 }
 
 /// One replica's side of the election.
@@ -98,6 +111,12 @@ impl Elector {
 
     /// Reads the lease, acts on it once; returns whether this replica holds it now.
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        Ok(self.poll().await? == Poll::Held)
+    }
+
+    /// Reads the lease, acts on it once; says whether this replica holds it now, or how long
+    /// the other holder has left.
+    pub async fn poll(&self) -> Result<Poll, kube::Error> {
         let lease = self.api.get_opt(&self.name).await?;
         let now = Timestamp::now();
         let decision = decide(lease.as_ref(), &self.me, now, self.lease_duration);
@@ -135,30 +154,60 @@ impl Elector {
                     .replace(&self.name, &PostParams::default(), &lease)
                     .await
             }
-            (Decision::Wait { .. }, _) | (_, None) => return Ok(false),
+            (Decision::Wait { expires_in, .. }, _) => return Ok(Poll::Wait(expires_in)),
+            (_, None) => return Ok(Poll::Wait(Duration::ZERO)),
         };
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Poll::Held),
             // Another replica wrote first: not ours this time.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Poll::Wait(Duration::ZERO)),
             Err(e) => Err(e),
         }
     }
 
-    /// Waits until this replica holds the lease.
+    /// Waits until this replica holds the lease: looks again every `renew_every`, or just
+    /// after the holder's lease would expire if that is sooner (a leader that died is
+    /// replaced one lease duration after its last renewal, not up to a period later).
     pub async fn acquire(&self) {
         loop {
-            match self.try_acquire().await {
-                Ok(true) => {
+            let wait = match self.poll().await {
+                Ok(Poll::Held) => {
                     tracing::info!(lease = %self.name, holder = %self.me, "leading");
                     return;
                 }
-                Ok(false) => {}
+                Ok(Poll::Wait(left)) => left + Duration::from_millis(50),
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&KubeError(e)), "cannot read or write the leader lease")
+                    tracing::warn!(error = %error_chain(&KubeError(e)), "cannot read or write the leader lease");
+                    self.renew_every
                 }
+            };
+            tokio::time::sleep(wait.min(self.renew_every)).await;
+        }
+    }
+
+    /// Gives the lease up (on shutdown), so that a standby takes over at its next look
+    /// instead of a lease duration later. Best effort: a failure is logged.
+    pub async fn release(&self) {
+        let released = async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+                return Ok(());
+            };
+            let spec = lease.spec.get_or_insert_default();
+            if spec.holder_identity.as_deref() != Some(self.me.as_str()) {
+                return Ok(());
             }
-            tokio::time::sleep(self.renew_every).await;
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| ())
+        };
+        match released.await {
+            Ok(()) => tracing::info!(lease = %self.name, "leader lease released"),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&KubeError(e)), "cannot release the leader lease")
+            }
         }
     }
 
@@ -207,7 +256,10 @@ mod tests {
     fn decisions() {
         let now = Timestamp::now();
         let d = Duration::from_secs(15);
-        let wait = |h: &str| Decision::Wait { holder: h.into() };
+        let wait = |h: &str| Decision::Wait {
+            holder: h.into(),
+            expires_in: Duration::ZERO,
+        };
         let cases = [
             ("no lease", None, Decision::Create),
             (
@@ -247,7 +299,24 @@ mod tests {
             ),
         ];
         for (name, l, want) in cases {
-            assert_eq!(decide(l.as_ref(), "me", now, d), want, "{name}");
+            // How long is left is checked below; here, what to do.
+            let got = match decide(l.as_ref(), "me", now, d) {
+                Decision::Wait { holder, .. } => Decision::Wait {
+                    holder,
+                    expires_in: Duration::ZERO,
+                },
+                other => other,
+            };
+            assert_eq!(got, want, "{name}");
         }
+        let Decision::Wait { expires_in, .. } =
+            decide(Some(&lease(Some("b"), Some(3), now)), "me", now, d)
+        else {
+            panic!("a fresh lease of b is waited for");
+        };
+        assert!(
+            (11.9..=12.1).contains(&expires_in.as_secs_f64()),
+            "{expires_in:?}"
+        );
     }
 }

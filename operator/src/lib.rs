@@ -2,12 +2,19 @@
 //!
 //! Every reconcile ([`reconcile`], one for the four kinds; what differs by kind is
 //! [`Reconciled`]) does two things, both idempotent:
-//! 1. it assesses the whole namespace's fleet ([`assess`]) and, when the compiled fleet
-//!    differs from what the store holds, writes it (and forgets the health and scans of
-//!    mirrors that left) — resources refer to each other, so the fleet is one unit;
+//! 1. it brings the fleet up to date ([`Context::sync_fleet`]): when any object's spec,
+//!    labels or annotations changed since the last assessment, the whole namespace is
+//!    assessed once ([`assess`]) — resources refer to each other, so the fleet is one unit —
+//!    and, when the compiled fleet differs from what the store holds, written (forgetting the
+//!    health and scans of mirrors that left); the objects whose status the change concerns
+//!    are reconciled next ([`triggers`]). Unchanged objects reuse the last assessment;
 //! 2. it computes the reconciled object's status ([`status`]) and, when it differs from the
 //!    object's, applies it (server-side apply on the status subresource, field manager
 //!    `mirrorfleet`), publishing an Event when `Ready` or `Healthy` changes.
+//!
+//! Nothing is requeued blindly: an object is reconciled when it changes, when the assessment
+//! or the store changes what its status shows ([`triggers`]), or at a time its status
+//! depends on (a maintenance window's edge). A quiet fleet makes no request.
 //!
 //! No finalizer: deleting a resource needs no external cleanup that a later reconcile cannot
 //! do — the next assessment no longer contains it, and the state is rewritten without it
@@ -16,6 +23,7 @@
 //! Only the leader ([`lease`]) runs controllers, health checks and scan scheduling.
 
 pub mod assess;
+pub mod client;
 mod error;
 pub mod gitsync;
 pub mod jobs;
@@ -25,12 +33,13 @@ mod reconcile;
 pub mod run;
 pub mod schedule;
 pub mod status;
+pub mod triggers;
 
 pub use self::error::{Error, KubeError};
-pub use self::jobs::failed_scans;
 pub use self::reconcile::{Reconciled, error_policy, reconcile};
 
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,12 +58,10 @@ use tokio::sync::Mutex;
 
 use self::assess::{Assessment, Objects};
 use self::metrics::Metrics;
+use self::triggers::Triggers;
 
 /// The field manager of every status the operator applies.
 pub const MANAGER: &str = "mirrorfleet";
-
-/// How often an object is reconciled even when nothing happened (status from the store).
-pub const RESYNC: Duration = Duration::from_secs(60);
 
 /// The caches of the four kinds, filled by the controllers' watches.
 #[derive(Clone)]
@@ -104,6 +111,49 @@ impl Caches {
             rules: self.rules.state(),
         }
     }
+}
+
+/// What the assessment of `objects` depends on, as one number: each object's kind, name, uid,
+/// generation (which the API server bumps on every change of the spec), labels and
+/// annotations — not its status or resourceVersion, which the operator's own writes change.
+/// Independent of the caches' order.
+pub fn fingerprint(objects: &Objects) -> u64 {
+    fn add<K: Resource<DynamicType = ()> + Serialize>(list: &[Arc<K>], sum: &mut u64) {
+        for o in list {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            K::kind(&()).hash(&mut h);
+            let meta = o.meta();
+            meta.name.hash(&mut h);
+            meta.uid.hash(&mut h);
+            match meta.generation {
+                Some(g) => g.hash(&mut h),
+                // Without a generation (not from an API server), the spec itself counts.
+                None => serde_json::to_value(&**o)
+                    .ok()
+                    .and_then(|v| v.get("spec").map(ToString::to_string))
+                    .hash(&mut h),
+            }
+            meta.labels.hash(&mut h);
+            for (k, v) in meta.annotations.iter().flatten() {
+                if k != "kubectl.kubernetes.io/last-applied-configuration"
+                    && k != jobs::SCAN_REQUESTED
+                {
+                    (k, v).hash(&mut h);
+                }
+            }
+            *sum = sum.wrapping_add(h.finish());
+        }
+    }
+    let mut sum = 0u64;
+    add(&objects.projects, &mut sum);
+    add(&objects.mirrors, &mut sum);
+    add(&objects.sponsors, &mut sum);
+    add(&objects.rules, &mut sum);
+    let count = objects.projects.len()
+        + objects.mirrors.len()
+        + objects.sponsors.len()
+        + objects.rules.len();
+    sum ^ (count as u64).rotate_left(32)
 }
 
 /// What the operator needs of a namespaced kind to read, apply and delete it.
@@ -165,6 +215,12 @@ pub struct Context<S: Store> {
     pub latest: tokio::sync::watch::Sender<Arc<FleetState>>,
     /// Fills mirror locations from GeoIP where specs leave them out.
     locator: Option<Arc<mirrorfleet_geo::Locator>>,
+    /// The last assessment and the fingerprint of the objects it was made from.
+    assessed: Mutex<Option<(u64, Arc<Assessment>)>>,
+    /// Where the objects a new assessment concerns are sent.
+    triggers: Option<Triggers>,
+    /// Seconds between two scans of a mirror's project when neither spec says.
+    pub mirror_interval: i64,
 }
 
 impl<S: Store> Debug for Context<S> {
@@ -201,7 +257,16 @@ impl<S: Store> Context<S> {
             now,
             latest: tokio::sync::watch::Sender::new(Arc::new(FleetState::default())),
             locator: None,
+            assessed: Mutex::new(None),
+            triggers: None,
+            mirror_interval: 3600,
         }
+    }
+
+    /// Sends the objects each new assessment concerns to `triggers`.
+    pub fn with_triggers(mut self, triggers: Triggers) -> Self {
+        self.triggers = Some(triggers);
+        self
     }
 
     /// Locates mirrors without a declared location through GeoIP.
@@ -220,10 +285,22 @@ impl<S: Store> Context<S> {
         Ok(state.clone())
     }
 
-    /// Assesses the fleet and writes it when the store holds another one.
-    pub async fn sync_fleet(&self) -> Result<Assessment, Error> {
+    /// The fleet's assessment: the last one while no object changed, else a new one,
+    /// written to the store when the store holds another fleet. One assessment at a time:
+    /// reconciles arriving meanwhile wait for it and reuse it, and an older one can never
+    /// overwrite a newer one in the store.
+    pub async fn sync_fleet(&self) -> Result<Arc<Assessment>, Error> {
         self.caches.ready().await?;
-        let mut a = assess::assess(&self.caches.objects());
+        let mut assessed = self.assessed.lock().await;
+        let objects = self.caches.objects();
+        let print = fingerprint(&objects);
+        if let Some((p, a)) = &*assessed
+            && *p == print
+        {
+            return Ok(a.clone());
+        }
+        let mut a = assess::assess(&objects);
+        self.metrics.assessments.inc();
         if let Some(l) = &self.locator {
             l.fill(&mut a.fleet).await;
         }
@@ -264,6 +341,11 @@ impl<S: Store> Context<S> {
             }
             changed
         });
+        let a = Arc::new(a);
+        if let (Some(t), Some((_, old))) = (&self.triggers, &*assessed) {
+            t.send(triggers::assessment_changes(old, &a));
+        }
+        *assessed = Some((print, a.clone()));
         Ok(a)
     }
 

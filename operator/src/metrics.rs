@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,6 +123,12 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Scan Jobs created.
     pub scan_jobs: Counter,
+    /// Assessments of the whole fleet (one per change of the objects).
+    pub assessments: Counter,
+    /// Requests to the API server by verb (`get`, `watch`, `create`, `patch`, …).
+    pub api_requests: Labeled,
+    /// Requests to the API server by resource (`mirrors`, `mirrors/status`, `leases`, …).
+    pub api_requests_by_resource: Labeled,
     /// Scan durations.
     pub scan_seconds: Histogram,
     /// Health probe durations.
@@ -144,6 +149,9 @@ impl Default for Metrics {
             fleet_writes: Counter::default(),
             status_writes: Counter::default(),
             scan_jobs: Counter::default(),
+            assessments: Counter::default(),
+            api_requests: Labeled::default(),
+            api_requests_by_resource: Labeled::default(),
             scan_seconds: Histogram::new(&[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
             probe_seconds: Histogram::new(&[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
             probes: Labeled::default(),
@@ -182,6 +190,11 @@ impl Metrics {
                 "Scan Jobs created.",
                 &self.scan_jobs,
             ),
+            (
+                "mirrorfleet_operator_assessments_total",
+                "Assessments of the whole fleet.",
+                &self.assessments,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -199,6 +212,15 @@ impl Metrics {
             "mirrorfleet_operator_probe_duration_seconds",
             "Health probe durations.",
         );
+        out.push_str("# HELP mirrorfleet_operator_api_requests_total Requests to the Kubernetes API server by verb.\n# TYPE mirrorfleet_operator_api_requests_total counter\n");
+        self.api_requests
+            .render(&mut out, "mirrorfleet_operator_api_requests_total", "verb");
+        out.push_str("# HELP mirrorfleet_operator_api_requests_by_resource_total Requests to the Kubernetes API server by resource.\n# TYPE mirrorfleet_operator_api_requests_by_resource_total counter\n");
+        self.api_requests_by_resource.render(
+            &mut out,
+            "mirrorfleet_operator_api_requests_by_resource_total",
+            "resource",
+        );
         out.push_str("# HELP mirrorfleet_operator_probes_total Probe outcomes.\n# TYPE mirrorfleet_operator_probes_total counter\n");
         self.probes
             .render(&mut out, "mirrorfleet_operator_probes_total", "outcome");
@@ -211,10 +233,11 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "operator metrics and probes listening");
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "operator metrics and probes listening");
+    }
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -6,11 +6,13 @@
 //! It must not write anything but the fleet state, statuses and Events, nor hold state of
 //! its own between reconciles (each one starts from the caches and the store).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use mirrorfleet_crds::v1alpha1::{
     Mirror, MirrorStatus, Project, ProjectStatus, RegionRule, RegionRuleStatus, Sponsor,
@@ -19,7 +21,7 @@ use mirrorfleet_crds::v1alpha1::{
 use mirrorfleet_store::Store;
 
 use crate::assess::Assessment;
-use crate::{Context, Error, HasConditions, Namespaced, RESYNC, jobs, status};
+use crate::{Context, Error, HasConditions, Namespaced, jobs, status};
 
 /// A kind the operator reconciles: what its reconcile reads and computes.
 pub trait Reconciled: Namespaced + Send + Sync + 'static {
@@ -39,6 +41,12 @@ pub trait Reconciled: Namespaced + Send + Sync + 'static {
         a: &Assessment,
         ctx: &Context<S>,
     ) -> impl Future<Output = Result<Self::Status, Error>> + Send;
+
+    /// When the status computed at `now` will change although nothing else does (e.g. at a
+    /// maintenance window's edge); `None`: only a change will change it.
+    fn changes_at(&self, _a: &Assessment, _now: i64) -> Option<i64> {
+        None
+    }
 }
 
 /// Reconciles an object of any of the four kinds: the fleet first (it is one unit), then the
@@ -51,7 +59,11 @@ pub async fn reconcile<K: Reconciled, S: Store>(
     let a = ctx.sync_fleet().await?;
     let new = obj.desired(&a, &ctx).await?;
     ctx.apply_status(&*obj, obj.status(), &new).await?;
-    Ok(Action::requeue(RESYNC))
+    let now = (ctx.now)();
+    Ok(match obj.changes_at(&a, now) {
+        Some(at) => Action::requeue(Duration::from_secs((at - now).clamp(1, 86_400) as u64)),
+        None => Action::await_change(),
+    })
 }
 
 /// Requeue after an error, counting it by kind and fixed label; logs the error's chain.
@@ -78,8 +90,8 @@ impl Reconciled for Mirror {
         self.status.as_ref()
     }
 
-    /// Ready, Healthy from the stored health, Scanned from the stored scans and the failed
-    /// scan Jobs in the cache.
+    /// Ready, Healthy from the stored health, Scanned and Synced from the stored scans and
+    /// the scan Jobs in the cache.
     async fn desired<S: Store>(
         &self,
         a: &Assessment,
@@ -87,21 +99,43 @@ impl Reconciled for Mirror {
     ) -> Result<MirrorStatus, Error> {
         let state = ctx.state().await?;
         let name = self.name_any();
-        let failed = ctx
+        let cached = ctx
             .caches
             .jobs
             .as_ref()
-            .map(|cache| jobs::failed_scans(&cache.state(), &name))
+            .map(|c| c.state())
             .unwrap_or_default();
+        let mut scans = BTreeMap::new();
+        for p in &self.spec.projects {
+            let project = ctx
+                .caches
+                .projects
+                .get(&ObjectRef::new(&p.project).within(&ctx.namespace));
+            let interval = jobs::mirror_interval(self, project.as_deref(), ctx.mirror_interval);
+            let history = jobs::history(&cached, &p.project, Some(&name));
+            let retry_at = history.retry_at(interval);
+            scans.insert(p.project.clone(), status::ScanJobs { history, retry_at });
+        }
+        let from_spec = self
+            .spec
+            .location
+            .as_ref()
+            .is_some_and(|l| l.country.is_some());
         Ok(status::mirror(
             a,
             &name,
             self.metadata.generation,
             self.status.as_ref(),
             &state,
-            &failed,
+            &scans,
+            from_spec,
             (ctx.now)(),
         ))
+    }
+
+    /// At the next edge of a maintenance window.
+    fn changes_at(&self, a: &Assessment, now: i64) -> Option<i64> {
+        status::next_window_edge(a, &self.name_any(), now)
     }
 }
 
@@ -113,7 +147,7 @@ impl Reconciled for Project {
         self.status.as_ref()
     }
 
-    /// Ready, and Scanned from the stored index.
+    /// Ready, and Scanned from the stored index and the source's scan Jobs.
     async fn desired<S: Store>(
         &self,
         a: &Assessment,
@@ -125,12 +159,27 @@ impl Reconciled for Project {
             .indexes
             .get(&name)
             .map(|i| (i.as_ref(), state.index_meta.get(&name).map(|m| m.as_ref())));
+        let cached = ctx
+            .caches
+            .jobs
+            .as_ref()
+            .map(|c| c.state())
+            .unwrap_or_default();
+        let history = jobs::history(&cached, &name, None);
+        let retry_at = history.retry_at(jobs::source_interval(self));
+        let scans = status::ScanJobs { history, retry_at };
+        let impossible = jobs::source_job(self, &jobs::JobSettings::default(), 0).err();
+        let jobs = match &impossible {
+            Some(why) => status::SourceJobs::Impossible(why),
+            None => status::SourceJobs::Jobs(&scans),
+        };
         Ok(status::project(
             a,
             &name,
             self.metadata.generation,
             self.status.as_ref(),
             index,
+            jobs,
             (ctx.now)(),
         ))
     }

@@ -3,9 +3,10 @@
 //! pod restarts as a standby — controller-runtime's convention).
 //!
 //! This is the wiring only: [`Controllers`] (the four controllers, their caches and the scan
-//! Jobs' watch), [`forward_transitions`] (a health verdict change re-reconciles the mirrors),
-//! [`Scheduler`] (the scan Jobs) and [`run`], which starts them with the Lease, the checker,
-//! the Git follower and the metrics server. It must not decide anything a reconcile, the
+//! Jobs' watch), [`follow_store`] (what changes in the store reconciles the objects it
+//! concerns, e.g. a health verdict the mirror it is about), [`forward_transitions`] (a mirror
+//! back from a long outage is rescanned), [`Scheduler`] (the scan Jobs) and [`run`], which
+//! starts them with the Lease, the checker, the Git follower and the metrics server. It must not decide anything a reconcile, the
 //! scheduler or the checker decides.
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use crate::jobs::JobSettings;
 use crate::lease::Elector;
 use crate::metrics::{self, Metrics};
 use crate::schedule::{SCAN_JOBS, Scheduler};
+use crate::triggers::{self, TriggerStreams, Triggers};
 use crate::{Caches, Context, Error, KubeError, error_policy, reconcile};
 
 /// How the operator runs.
@@ -55,15 +57,23 @@ pub struct Settings {
     pub git: Option<(mirrorfleet_manifests::GitSource, Duration)>,
 }
 
-/// Runs the operator until leadership is lost or the controllers stop.
+/// Runs the operator with the API server of `config` until leadership is lost or the
+/// controllers stop.
 pub async fn run<S: Store + Clone>(
-    client: Client,
+    config: kube::Config,
     store: S,
     settings: Settings,
     now: fn() -> i64,
 ) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
-    let serving = tokio::spawn(metrics::serve(settings.metrics_addr, metrics.clone()));
+    let client = crate::client::counted(config, metrics.clone())?;
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: settings.metrics_addr,
+            source,
+        })?;
+    let serving = tokio::spawn(metrics::serve(listener, metrics.clone()));
     // A standby is healthy and ready: it is doing its job, waiting.
     metrics.ready.store(true, Ordering::Relaxed);
     let ns = settings.namespace.as_str();
@@ -76,6 +86,7 @@ pub async fn run<S: Store + Clone>(
     metrics.leader.store(true, Ordering::Relaxed);
 
     let controllers = Controllers::new(&client, ns);
+    let (triggers, trigger_streams) = Triggers::new(ns);
     let mut ctx = Context::new(
         client.clone(),
         ns,
@@ -83,22 +94,24 @@ pub async fn run<S: Store + Clone>(
         store.clone(),
         metrics.clone(),
         now,
-    );
+    )
+    .with_triggers(triggers.clone());
+    ctx.mirror_interval = settings.scan_interval_seconds;
     if let Some(l) = &settings.locator {
         ctx = ctx.with_locator(l.clone());
     }
     let ctx = Arc::new(ctx);
+    let following = tokio::spawn(follow_store(store.clone(), ctx.clone(), triggers));
 
-    // Health: targets follow the fleet and the scans; a verdict change re-reconciles the
-    // mirrors (status, Event) at once.
+    // Health: targets follow the fleet and the scans; a verdict reaches the store, and from
+    // there the mirror's status (follow_store).
     let (targets_tx, targets_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     let (rescanned_tx, rescanned_rx) = mpsc::channel::<String>(64);
     let (transitions_tx, transitions_rx) = mpsc::channel::<Transition>(1024);
     let checker = Checker::new(StateWriter::new(store.clone()), now);
     let checking = tokio::spawn(checker.run(targets_rx, rescanned_rx, transitions_tx));
-    let (health_tx, health_rx) = mpsc::channel::<()>(1024);
     let (rescan_tx, rescan_rx) = mpsc::channel::<String>(64);
-    let forwarding = tokio::spawn(forward_transitions(transitions_rx, rescan_tx, health_tx));
+    let forwarding = tokio::spawn(forward_transitions(transitions_rx, rescan_tx));
     let scheduler = Scheduler::new(
         client.clone(),
         ns,
@@ -115,12 +128,18 @@ pub async fn run<S: Store + Clone>(
         ))
     });
     let outcome = tokio::select! {
-        () = controllers.run(ctx.clone(), health_rx) => Err(Error::ControllersStopped),
+        () = controllers.run(ctx.clone(), trigger_streams) => Err(Error::ControllersStopped),
         () = elector.hold() => Err(Error::LeadershipLost),
         () = mirrorfleet_runtime::shutdown_signal() => Ok(()),
     };
     metrics.leader.store(false, Ordering::Relaxed);
-    for t in [checking, forwarding, scheduling].into_iter().chain(git) {
+    if outcome.is_ok() {
+        elector.release().await;
+    }
+    for t in [checking, forwarding, scheduling, following]
+        .into_iter()
+        .chain(git)
+    {
         t.abort();
     }
     serving.abort();
@@ -162,11 +181,11 @@ impl Controllers {
             }
         });
         Controllers {
-            projects: Controller::new(api(client, namespace), wc()),
-            mirrors: Controller::new(api(client, namespace), wc()).owns(
-                api::<Job>(client, namespace),
-                wc().labels("app.kubernetes.io/managed-by=mirrorfleet"),
-            ),
+            // Each owns its scan Jobs: a Job's progress reaches its status.
+            projects: Controller::new(api(client, namespace), wc())
+                .owns(api::<Job>(client, namespace), wc().labels(SOURCE_JOBS)),
+            mirrors: Controller::new(api(client, namespace), wc())
+                .owns(api::<Job>(client, namespace), wc().labels(MIRROR_JOBS)),
             sponsors: Controller::new(api(client, namespace), wc()),
             rules: Controller::new(api(client, namespace), wc()),
             jobs,
@@ -186,25 +205,24 @@ impl Controllers {
     }
 
     /// Runs the four controllers with `ctx` (built on [`Controllers::caches`]) and the Jobs'
-    /// watch; each message on `health_changed` reconciles every Mirror at once. Returns when
-    /// the controllers' streams have ended.
-    pub async fn run<S: Store>(self, ctx: Arc<Context<S>>, health_changed: mpsc::Receiver<()>) {
-        let health_changed = futures_util::stream::unfold(health_changed, |mut rx| async move {
-            rx.recv().await.map(|r| (r, rx))
-        });
+    /// watch; each object sent on `triggers` is reconciled (besides its own changes).
+    /// Returns when the controllers' streams have ended.
+    pub async fn run<S: Store>(self, ctx: Arc<Context<S>>, triggers: TriggerStreams) {
         let controllers = futures_util::future::join4(
             self.projects
+                .reconcile_on(triggers::stream(triggers.projects))
                 .run(reconcile::<Project, S>, error_policy, ctx.clone())
                 .for_each(drain),
             self.mirrors
-                // A health verdict changed: statuses (and Events) follow at once.
-                .reconcile_all_on(health_changed)
+                .reconcile_on(triggers::stream(triggers.mirrors))
                 .run(reconcile::<Mirror, S>, error_policy, ctx.clone())
                 .for_each(drain),
             self.sponsors
+                .reconcile_on(triggers::stream(triggers.sponsors))
                 .run(reconcile::<Sponsor, S>, error_policy, ctx.clone())
                 .for_each(drain),
             self.rules
+                .reconcile_on(triggers::stream(triggers.rules))
                 .run(reconcile::<RegionRule, S>, error_policy, ctx)
                 .for_each(drain),
         );
@@ -213,22 +231,41 @@ impl Controllers {
     }
 }
 
-/// Forwards the checker's transitions until it stops: each one asks for the Mirrors'
-/// reconcile on `health_changed` (not when that channel is full: one request waiting is
-/// enough); a mirror answering again after a long outage also goes to `rescan`.
+/// Forwards the checker's transitions until it stops: a mirror answering again after a long
+/// outage goes to `rescan` (its status follows from the store, [`follow_store`]).
 pub async fn forward_transitions(
     mut transitions: mpsc::Receiver<Transition>,
     rescan: mpsc::Sender<String>,
-    health_changed: mpsc::Sender<()>,
 ) {
     while let Some(t) = transitions.recv().await {
+        tracing::debug!(mirror = %t.key.mirror, change = ?t.change, "health changed");
         if t.change == health::Change::RescanFirst {
             let _ = rescan.send(t.key.mirror.clone()).await;
         }
-        tracing::debug!(mirror = %t.key.mirror, "health changed");
-        let _ = health_changed.try_send(());
     }
 }
+
+/// Follows the store until the task is dropped: each change reconciles the objects whose
+/// status it concerns ([`triggers::state_changes`]) — a health verdict its mirror, a scan
+/// its mirror, an index its project and the mirrors carrying it.
+pub async fn follow_store<S: Store + Clone>(store: S, ctx: Arc<Context<S>>, triggers: Triggers) {
+    let mut states = mirrorfleet_store::follow(store, FOLLOW_RESYNC).await;
+    let mut last = states.borrow_and_update().clone();
+    while states.changed().await.is_ok() {
+        let state = states.borrow_and_update().clone();
+        let fleet = ctx.latest.borrow().clone();
+        triggers.send(triggers::state_changes(&last, &state, &fleet));
+        last = state;
+    }
+}
+
+/// How often the store follower compares the whole manifest, in case events were lost.
+const FOLLOW_RESYNC: Duration = Duration::from_secs(300);
+
+/// The label selector of the Jobs indexing sources.
+const SOURCE_JOBS: &str = "app.kubernetes.io/component=scan,mirrorfleet.io/scan=source";
+/// The label selector of the Jobs scanning mirrors (older Jobs carry no `mirrorfleet.io/scan`).
+const MIRROR_JOBS: &str = "app.kubernetes.io/component=scan,mirrorfleet.io/scan!=source";
 
 /// Logs what a controller's stream reports as an error, once: a failed reconcile is logged
 /// by [`error_policy`] already; watch and queue errors (e.g. a forbidden list) are retried by

@@ -1,7 +1,11 @@
 //! Scan scheduling, every [`TICK`]: the health checker's probe targets follow the fleet and
-//! the scans, and the scan Jobs that are due start, within the cap on concurrent scans. A
-//! Mirror's `scan-requested` annotation is removed once its Jobs exist; a mirror back from a
-//! long outage has every project scanned again, then the checker is told so.
+//! the scans, and the scan Jobs that are due start, within the cap on concurrent scans —
+//! each Project's source indexed on its `scan.sourceIntervalMinutes`, each mirror's projects
+//! (once their source has an index) on the Mirror's or Project's interval, failing scans
+//! retried after a wait that doubles. A Mirror's or Project's `scan-requested` annotation is
+//! removed once its Jobs exist; a mirror back from a long outage has every project scanned
+//! again, then the checker is told so. It reads the Jobs from the cache: a quiet fleet
+//! costs no request.
 //!
 //! It must not probe (the checker does) nor write the store (the scans do, in their Jobs):
 //! its only writes are Job creations and the annotation's removal. One step
@@ -12,18 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store as Cache};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use mirrorfleet_crds::state::FleetState;
-use mirrorfleet_crds::v1alpha1::Mirror;
+use mirrorfleet_crds::v1alpha1::{Mirror, Project};
 use mirrorfleet_health::checker::{self, Target};
 use mirrorfleet_runtime::error_chain;
 use mirrorfleet_store::{LoadedState, Store};
 use tokio::sync::{mpsc, watch};
 
-use crate::jobs::{self, Due, JobSettings, LABEL_MIRROR, LABEL_PROJECT, SCAN_REQUESTED, ScanFacts};
-use crate::{Context, Error};
+use crate::jobs::{self, Due, JobSettings, SCAN_REQUESTED, ScanFacts};
+use crate::{Caches, Context, Error};
 
 /// How often the scheduler looks.
 pub const TICK: Duration = Duration::from_secs(10);
@@ -51,16 +55,18 @@ impl std::fmt::Debug for Scheduler {
 }
 
 /// A scan Job created.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Started {
-    /// The mirror scanned.
-    pub mirror: String,
+    /// The mirror scanned (`None`: the project's source).
+    pub mirror: Option<String>,
     /// The project scanned.
     pub project: String,
     /// The Job's name.
     pub job: String,
     /// Why now.
     pub due: Due,
+    /// The Job as the API server returned it.
+    pub created: Arc<Job>,
 }
 
 /// What one step did, also when it stopped early.
@@ -68,7 +74,8 @@ pub struct Started {
 pub struct Step {
     /// The Jobs created, in the fleet's order.
     pub started: Vec<Started>,
-    /// Mirrors whose `scan-requested` annotation was removed.
+    /// Objects whose `scan-requested` annotation was removed: mirrors by name, projects as
+    /// `Project/name`.
     pub cleared: Vec<String>,
     /// Mirrors whose every project was scanned again after an outage (the checker is to
     /// be told).
@@ -81,7 +88,7 @@ pub struct Step {
 
 impl Scheduler {
     /// A scheduler creating `jobs` in `namespace`, scanning each (mirror, project) every
-    /// `interval_seconds`.
+    /// `interval_seconds` unless the Mirror's or Project's spec says otherwise.
     pub fn new(
         client: Client,
         namespace: &str,
@@ -97,8 +104,9 @@ impl Scheduler {
     }
 
     /// Every [`TICK`] until the task is dropped: sends the checker its targets, runs a
-    /// [`step`](Scheduler::step), tells the checker of the mirrors rescanned. `rescan`
-    /// receives mirrors back from a long outage.
+    /// [`step`](Scheduler::step) on the cached scan Jobs (and those it created that the cache
+    /// does not show yet), tells the checker of the mirrors rescanned. `rescan` receives
+    /// mirrors back from a long outage. Makes no request when nothing is due.
     pub async fn run<S: Store>(
         self,
         ctx: Arc<Context<S>>,
@@ -108,6 +116,8 @@ impl Scheduler {
     ) {
         // Mirrors back from a long outage, and when that was noticed.
         let mut wanted_rescan: BTreeMap<String, i64> = BTreeMap::new();
+        // Jobs created that the cache may not show yet, with when.
+        let mut created: Vec<(i64, Arc<Job>)> = Vec::new();
         let mut tick = tokio::time::interval(TICK);
         loop {
             tick.tick().await;
@@ -130,17 +140,23 @@ impl Scheduler {
                 }
                 changed
             });
+            let now = (ctx.now)();
+            let mut jobs = ctx
+                .caches
+                .jobs
+                .as_ref()
+                .map(|c| c.state())
+                .unwrap_or_default();
+            created.retain(|(at, j)| {
+                now - at < 120 && !jobs.iter().any(|c| c.name_any() == j.name_any())
+            });
+            jobs.extend(created.iter().map(|(_, j)| j.clone()));
             let step = self
-                .step(
-                    &ctx.caches.mirrors,
-                    &fleet,
-                    &state,
-                    &mut wanted_rescan,
-                    (ctx.now)(),
-                )
+                .step(&ctx.caches, &fleet, &state, &jobs, &mut wanted_rescan, now)
                 .await;
-            for _ in &step.started {
+            for s in &step.started {
                 ctx.metrics.scan_jobs.inc();
+                created.push((now, s.created.clone()));
             }
             for m in step.rescanned {
                 let _ = rescanned.send(m).await;
@@ -151,112 +167,202 @@ impl Scheduler {
         }
     }
 
-    /// One look: lists the scan Jobs, starts those due for the fleet's mirrors (found in
-    /// `mirrors`) from the scans in `state`, until the cap; removes the served
-    /// `scan-requested` annotations; forgets from `wanted_rescan` the mirrors whose every
-    /// project was scanned since their outage ended. Stops at the first failed request.
+    /// One look: starts the scans due — each project's source first (owned by the Project),
+    /// then the fleet's mirrors' projects that have an index — from the scans in `state` and
+    /// the scan `jobs` (running ones, failures in a row and the wait after them), until the
+    /// cap on running Jobs; removes `scan-requested` annotations once every scan they asked
+    /// for has started; forgets from `wanted_rescan` the mirrors whose every project was
+    /// scanned since their outage ended. Stops at the first failed request.
     pub async fn step(
         &self,
-        mirrors: &Cache<Mirror>,
+        caches: &Caches,
         fleet: &FleetState,
         state: &LoadedState,
+        jobs: &[Arc<Job>],
         wanted_rescan: &mut BTreeMap<String, i64>,
         now: i64,
     ) -> Step {
         let mut step = Step::default();
-        if let Err(e) = self
-            .step_into(&mut step, mirrors, fleet, state, wanted_rescan, now)
-            .await
-        {
-            step.error = Some(e);
+        let mut active = jobs.iter().filter(|j| !jobs::finished(j)).count();
+        let mut look = Look {
+            step: &mut step,
+            active: &mut active,
+            jobs,
+            now,
+        };
+        let outcome = match self.sources(&mut look, caches, fleet, state).await {
+            Ok(()) => {
+                self.mirrors(&mut look, caches, fleet, state, wanted_rescan)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) | Err(Stop::Capped) => {}
+            Err(Stop::Failed(e)) => step.error = Some(e),
         }
         step
     }
 
-    async fn step_into(
+    async fn sources(
         &self,
-        step: &mut Step,
-        mirrors: &Cache<Mirror>,
+        look: &mut Look<'_>,
+        caches: &Caches,
+        fleet: &FleetState,
+        state: &LoadedState,
+    ) -> Result<(), Stop> {
+        let ns = self.namespace.as_str();
+        for p in &fleet.projects {
+            let Some(obj) = caches.projects.get(&ObjectRef::new(&p.name).within(ns)) else {
+                continue;
+            };
+            let requested = obj.annotations().contains_key(SCAN_REQUESTED);
+            let history = jobs::history(look.jobs, &p.name, None);
+            let interval = jobs::source_interval(&obj);
+            let facts = ScanFacts {
+                last_scan: state.index_meta.get(&p.name).map(|m| m.generated_at),
+                last_sync: None,
+                running: history.running,
+                requested,
+                retry_at: history.retry_at(interval),
+            };
+            let Some(due) = jobs::due(&facts, interval, look.now) else {
+                continue;
+            };
+            let job = match jobs::source_job(&obj, &self.jobs, look.now) {
+                Ok(job) => job,
+                // The Project's status says why; nothing to start.
+                Err(_) => continue,
+            };
+            self.start(look, job, &p.name, None, due).await?;
+            if requested {
+                self.clear_request::<Project>(&p.name).await?;
+                look.step.cleared.push(format!("Project/{}", p.name));
+            }
+        }
+        Ok(())
+    }
+
+    async fn mirrors(
+        &self,
+        look: &mut Look<'_>,
+        caches: &Caches,
         fleet: &FleetState,
         state: &LoadedState,
         wanted_rescan: &mut BTreeMap<String, i64>,
-        now: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Stop> {
         let ns = self.namespace.as_str();
-        let jobs_api: Api<Job> = Api::namespaced(self.client.clone(), ns);
-        let listed = jobs_api
-            .list(&ListParams::default().labels(SCAN_JOBS))
-            .await
-            .map_err(|e| Error::kube("list the scan Jobs", e))?;
-        let running = |m: &str, p: &str| {
-            listed.items.iter().any(|j| {
-                let l = j.labels();
-                !jobs::finished(j)
-                    && l.get(LABEL_MIRROR).is_some_and(|v| v == m)
-                    && l.get(LABEL_PROJECT).is_some_and(|v| v == p)
-            })
-        };
-        let mut active = listed.items.iter().filter(|j| !jobs::finished(j)).count();
         for m in &fleet.mirrors {
-            let Some(obj) = mirrors.get(&ObjectRef::new(&m.name).within(ns)) else {
+            let Some(obj) = caches.mirrors.get(&ObjectRef::new(&m.name).within(ns)) else {
                 continue;
             };
             let requested = obj.annotations().contains_key(SCAN_REQUESTED);
             let rescan_since = wanted_rescan.get(&m.name).copied();
             let mut all_rescanned = true;
+            let mut request_served = true;
             for carried in &m.projects {
-                let avail = state
-                    .availability
-                    .get(&(m.name.clone(), carried.project.clone()));
+                let p = carried.project.as_str();
+                // Nothing to compare a mirror with before the source is indexed.
+                if !state.index_meta.contains_key(p) {
+                    request_served = false;
+                    continue;
+                }
+                let avail = state.availability.get(&(m.name.clone(), p.to_owned()));
                 let last_scan = avail.map(|a| a.scanned_at);
                 // After a long outage every project is scanned again before traffic returns.
                 let stale = rescan_since.is_some_and(|t| last_scan.is_none_or(|s| s < t));
                 all_rescanned &= !stale;
+                let project = caches.projects.get(&ObjectRef::new(p).within(ns));
+                let interval =
+                    jobs::mirror_interval(&obj, project.as_deref(), self.interval_seconds);
+                let history = jobs::history(look.jobs, p, Some(&m.name));
                 let facts = ScanFacts {
                     last_scan,
                     last_sync: avail.and_then(|a| a.last_sync),
-                    running: running(&m.name, &carried.project),
+                    running: history.running,
                     requested: requested || stale,
+                    retry_at: history.retry_at(interval),
                 };
-                let Some(due) = jobs::due(&facts, self.interval_seconds, now) else {
+                let Some(due) = jobs::due(&facts, interval, look.now) else {
+                    // A request while a scan runs waits for it, then gets its own.
+                    request_served &= !(requested && history.running);
                     continue;
                 };
-                if active >= self.jobs.max_concurrent {
-                    step.capped = true;
-                    return Ok(());
-                }
-                let job = jobs::scan_job(&obj, &carried.project, &self.jobs, now);
-                let name = job.name_any();
-                jobs_api
-                    .create(&PostParams::default(), &job)
-                    .await
-                    .map_err(|e| Error::kube(format!("create the scan Job {name}"), e))?;
-                active += 1;
-                tracing::info!(mirror = %m.name, project = %carried.project, reason = ?due, job = %name, "scan Job created");
-                step.started.push(Started {
-                    mirror: m.name.clone(),
-                    project: carried.project.clone(),
-                    job: name,
-                    due,
-                });
+                let job = jobs::scan_job(&obj, p, &self.jobs, look.now);
+                self.start(look, job, p, Some(&m.name), due).await?;
             }
-            if requested {
-                let clear =
-                    serde_json::json!({"metadata": {"annotations": {SCAN_REQUESTED: null}}});
-                Api::<Mirror>::namespaced(self.client.clone(), ns)
-                    .patch(&m.name, &PatchParams::default(), &Patch::Merge(&clear))
-                    .await
-                    .map_err(|e| {
-                        let doing = format!("remove the scan request of Mirror {}", m.name);
-                        Error::kube(doing, e)
-                    })?;
-                step.cleared.push(m.name.clone());
+            if requested && request_served {
+                self.clear_request::<Mirror>(&m.name).await?;
+                look.step.cleared.push(m.name.clone());
             }
             if rescan_since.is_some() && all_rescanned {
                 wanted_rescan.remove(&m.name);
-                step.rescanned.push(m.name.clone());
+                look.step.rescanned.push(m.name.clone());
             }
         }
         Ok(())
     }
+
+    /// Creates `job` unless the cap is reached.
+    async fn start(
+        &self,
+        look: &mut Look<'_>,
+        job: Job,
+        project: &str,
+        mirror: Option<&str>,
+        due: Due,
+    ) -> Result<(), Stop> {
+        if *look.active >= self.jobs.max_concurrent {
+            look.step.capped = true;
+            return Err(Stop::Capped);
+        }
+        let api: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = job.name_any();
+        let created = api
+            .create(&PostParams::default(), &job)
+            .await
+            .map_err(|e| Stop::Failed(Error::kube(format!("create the scan Job {name}"), e)))?;
+        *look.active += 1;
+        tracing::info!(mirror = mirror.unwrap_or("(source)"), %project, reason = ?due, job = %name, "scan Job created");
+        look.step.started.push(Started {
+            mirror: mirror.map(str::to_owned),
+            project: project.to_owned(),
+            job: name,
+            due,
+            created: Arc::new(created),
+        });
+        Ok(())
+    }
+
+    /// Removes the `scan-requested` annotation of a `K` named `name`.
+    async fn clear_request<K>(&self, name: &str) -> Result<(), Stop>
+    where
+        K: crate::Namespaced,
+    {
+        let clear = serde_json::json!({"metadata": {"annotations": {SCAN_REQUESTED: null}}});
+        Api::<K>::namespaced(self.client.clone(), &self.namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&clear))
+            .await
+            .map_err(|e| {
+                let doing = format!("remove the scan request of {} {name}", K::kind(&()));
+                Stop::Failed(Error::kube(doing, e))
+            })?;
+        Ok(())
+    }
+}
+
+/// What one step is working on.
+struct Look<'a> {
+    step: &'a mut Step,
+    active: &'a mut usize,
+    jobs: &'a [Arc<Job>],
+    now: i64,
+}
+
+/// Why a step stopped early.
+enum Stop {
+    /// The cap on running scans.
+    Capped,
+    /// A request failed.
+    Failed(Error),
 }

@@ -2,15 +2,18 @@
 //! A condition keeps its `lastTransitionTime` while its status does not change, so that an
 //! unchanged world gives an identical status (and no write to the API server).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use mirrorfleet_crds::state::{Family, FileIndex, IndexMeta, MirrorHealth, ProbeScheme};
 use mirrorfleet_crds::v1alpha1::{
     AddressFamily, Condition, ConditionStatus, HealthEntry, MirrorProjectStatus, MirrorStatus,
-    ProjectStatus, RegionRuleStatus, Scheme, SponsorStatus,
+    ProjectStatus, RegionRuleStatus, ResolvedLocation, Scheme, SponsorStatus,
 };
 use mirrorfleet_store::LoadedState;
 
 use crate::assess::Assessment;
+use crate::jobs::History;
 
 /// RFC 3339 (seconds) of Unix seconds.
 pub fn rfc3339(unix: i64) -> String {
@@ -76,19 +79,48 @@ pub fn ready(
     }
 }
 
-/// A scan Job that failed: (project, Unix seconds it started, why).
-pub type FailedScan = (String, i64, String);
+/// What the scan Jobs of one project (on a mirror, or of its source) say: their history and,
+/// after failures, when the next attempt may start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanJobs {
+    /// The Jobs' history.
+    pub history: History,
+    /// The next attempt after failures (Unix seconds).
+    pub retry_at: Option<i64>,
+}
+
+impl ScanJobs {
+    /// The failures newer than the last good scan (`scanned_at`), said in words: which Job,
+    /// why, how many in a row, when the next attempt is.
+    fn failing_since(&self, scanned_at: Option<i64>) -> Option<String> {
+        let f = self.history.last_failure.as_ref()?;
+        if scanned_at.is_some_and(|s| s >= f.at) {
+            return None;
+        }
+        let next = self
+            .retry_at
+            .map(|t| format!(", next attempt at {}", rfc3339(t)))
+            .unwrap_or_default();
+        Some(format!(
+            "Job {} failed ({}); {} failure(s) in a row{next}",
+            f.job, f.why, self.history.failures
+        ))
+    }
+}
 
 /// A Mirror's status: Ready, Healthy (from the probes), Scanned (from the scans, and the
-/// failed scan Jobs newer than a project's last good scan), health per scheme and family,
-/// what each project's last scan found.
+/// scan Jobs failing since a project's last good scan), Synced (whether each project's last
+/// scan found the source's current tree), health per scheme and family, what each project's
+/// last scan found, the location the fleet uses (`from_spec`: the spec gives the country).
+#[allow(clippy::too_many_arguments)]
 pub fn mirror(
     a: &Assessment,
     name: &str,
     generation: Option<i64>,
     previous: Option<&MirrorStatus>,
     state: &LoadedState,
-    failed: &[FailedScan],
+    jobs: &BTreeMap<String, ScanJobs>,
+    from_spec: bool,
     now: i64,
 ) -> MirrorStatus {
     let prev = previous.map_or(&[][..], |s| s.conditions.as_slice());
@@ -146,57 +178,76 @@ pub fn mirror(
             now,
         ),
     });
+    let carried_projects = compiled.map_or(&[][..], |m| m.projects.as_slice());
+    let carried = carried_projects.len();
     let mut projects = Vec::new();
     let mut last_scan: Option<i64> = None;
-    for carried in compiled.map_or(&[][..], |m| m.projects.as_slice()) {
-        let Some(av) = state
-            .availability
-            .get(&(name.to_owned(), carried.project.clone()))
-        else {
+    let (mut failing, mut waiting, mut behind, mut in_sync) = (vec![], vec![], vec![], 0);
+    for c in carried_projects {
+        let p = c.project.as_str();
+        let av = state.availability.get(&(name.to_owned(), p.to_owned()));
+        let source = state.index_meta.get(p);
+        if let Some(why) = jobs
+            .get(p)
+            .and_then(|j| j.failing_since(av.map(|a| a.scanned_at)))
+        {
+            failing.push(format!("{p}: {why}"));
+        } else if source.is_none() {
+            waiting.push(format!("{p}: waiting for the source's index"));
+        }
+        let Some(av) = av else {
             continue;
         };
         last_scan = last_scan.max(Some(av.scanned_at));
-        let c = &av.counts;
+        let counts = &av.counts;
+        let current = source.is_some_and(|m| m.serial == av.serial);
+        let synced = current && counts.missing == 0 && counts.mismatched == 0;
+        if synced {
+            in_sync += 1;
+        } else {
+            let against = match source {
+                Some(m) if !current => {
+                    format!(
+                        " (scanned against serial {}, source now at {})",
+                        av.serial, m.serial
+                    )
+                }
+                _ => String::new(),
+            };
+            behind.push(format!(
+                "{p}: {} missing, {} outdated{against}",
+                counts.missing, counts.mismatched
+            ));
+        }
+        // How far the mirror's trace file is behind the source's tree (none when in sync).
+        let lag = match (synced, av.last_sync, source) {
+            (true, _, _) => Some(0),
+            (false, Some(sync), Some(m)) => Some((m.generated_at - sync).max(0)),
+            _ => None,
+        };
         projects.push(MirrorProjectStatus {
-            project: carried.project.clone(),
-            files: c.files,
-            bytes: c.bytes,
-            missing: c.missing,
-            mismatched: c.mismatched,
+            project: c.project.clone(),
+            files: counts.files,
+            bytes: counts.bytes,
+            missing: counts.missing,
+            mismatched: counts.mismatched,
             last_scan: Some(rfc3339(av.scanned_at)),
             last_sync: av.last_sync.map(rfc3339),
-            sync_lag_seconds: av.last_sync.map(|s| (now - s).max(0)),
+            sync_lag_seconds: lag,
         });
     }
-    let carried = compiled.map_or(0, |m| m.projects.len());
-    // A failed Job newer than the project's last good scan.
-    let failures: Vec<String> = failed
-        .iter()
-        .filter(|(project, at, _)| {
-            compiled.is_some_and(|m| m.projects.iter().any(|p| &p.project == project))
-                && projects
-                    .iter()
-                    .find(|p| &p.project == project)
-                    .and_then(|p| {
-                        state
-                            .availability
-                            .get(&(name.to_owned(), p.project.clone()))
-                    })
-                    .is_none_or(|av| av.scanned_at < *at)
-        })
-        .map(|(project, _, why)| format!("{project}: {why}"))
-        .collect();
-    conditions.push(if !failures.is_empty() {
+    let scanned = projects.len();
+    conditions.push(if !failing.is_empty() {
         condition(
             "Scanned",
             ConditionStatus::False,
             "ScanFailed",
-            failures.join("; "),
+            failing.join("; "),
             generation,
             prev,
             now,
         )
-    } else if carried > 0 && projects.len() == carried {
+    } else if carried > 0 && scanned == carried {
         condition(
             "Scanned",
             ConditionStatus::True,
@@ -207,31 +258,87 @@ pub fn mirror(
             now,
         )
     } else {
+        let mut message = format!("{scanned} of {carried} project(s) scanned");
+        for w in &waiting {
+            message.push_str("; ");
+            message.push_str(w);
+        }
         condition(
             "Scanned",
             ConditionStatus::Unknown,
             "NotScannedYet",
-            format!("{} of {carried} project(s) scanned", projects.len()),
+            message,
+            generation,
+            prev,
+            now,
+        )
+    });
+    conditions.push(if !behind.is_empty() {
+        condition(
+            "Synced",
+            ConditionStatus::False,
+            "Behind",
+            behind.join("; "),
+            generation,
+            prev,
+            now,
+        )
+    } else if carried > 0 && in_sync == carried {
+        condition(
+            "Synced",
+            ConditionStatus::True,
+            "InSync",
+            format!("{carried} project(s) hold their source's current tree"),
+            generation,
+            prev,
+            now,
+        )
+    } else {
+        condition(
+            "Synced",
+            ConditionStatus::Unknown,
+            "NotScannedYet",
+            format!("{in_sync} of {carried} project(s) known to be in sync"),
             generation,
             prev,
             now,
         )
     });
     let missing: u64 = projects.iter().map(|p| p.missing + p.mismatched).sum();
+    let location = compiled.and_then(|m| {
+        let l = &m.location;
+        l.country.as_ref()?;
+        Some(ResolvedLocation {
+            country: l.country.clone(),
+            continent: l.continent,
+            latitude: l.latitude,
+            longitude: l.longitude,
+            source: Some(if from_spec { "Spec" } else { "GeoIP" }.to_owned()),
+        })
+    });
     MirrorStatus {
         conditions,
         observed_generation: generation,
-        location: previous.and_then(|s| s.location.clone()),
+        location,
         health_summary: Some(summary.into()),
         health: entries,
-        projects_summary: Some(format!(
-            "{}/{carried} scanned, {missing} missing",
-            projects.len()
-        )),
+        projects_summary: Some(format!("{in_sync}/{carried} synced, {missing} missing")),
         projects,
         last_scan: last_scan.map(rfc3339),
         traffic: previous.and_then(|s| s.traffic.clone()),
     }
+}
+
+/// The next maintenance-window edge of `mirror` after `now`, when its status changes by
+/// itself (Draining begins or ends) — pure.
+pub fn next_window_edge(a: &Assessment, mirror: &str, now: i64) -> Option<i64> {
+    a.fleet
+        .mirror(mirror)?
+        .maintenance
+        .iter()
+        .flat_map(|(s, e)| [*s, *e])
+        .filter(|t| *t > now)
+        .min()
 }
 
 fn health_entries(h: &MirrorHealth) -> Vec<HealthEntry> {
@@ -254,19 +361,44 @@ fn health_entries(h: &MirrorHealth) -> Vec<HealthEntry> {
         .collect()
 }
 
-/// A Project's status: Ready, Scanned (the index), files, bytes, serial.
+/// What stands in the way of indexing a project's source, if anything.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceJobs<'a> {
+    /// Its scan Jobs.
+    Jobs(&'a ScanJobs),
+    /// No Job can index it (e.g. a local tree without a volume).
+    Impossible(&'a crate::jobs::NoSourceJob),
+}
+
+/// A Project's status: Ready, Scanned (the index; the source's scan Jobs failing since the
+/// last index, or why none can run), files, bytes, serial.
 pub fn project(
     a: &Assessment,
     name: &str,
     generation: Option<i64>,
     previous: Option<&ProjectStatus>,
     index: Option<(&FileIndex, Option<&IndexMeta>)>,
+    jobs: SourceJobs<'_>,
     now: i64,
 ) -> ProjectStatus {
     let prev = previous.map_or(&[][..], |s| s.conditions.as_slice());
     let mut conditions = vec![ready(a, "Project", name, generation, prev, now)];
-    conditions.push(match index {
-        Some((i, _)) => condition(
+    let indexed_at = index.and_then(|(_, m)| m).map(|m| m.generated_at);
+    let failing = match jobs {
+        SourceJobs::Jobs(j) => j.failing_since(indexed_at),
+        SourceJobs::Impossible(_) => None,
+    };
+    conditions.push(match (index, failing, jobs) {
+        (_, Some(why), _) => condition(
+            "Scanned",
+            ConditionStatus::False,
+            "SourceScanFailed",
+            why,
+            generation,
+            prev,
+            now,
+        ),
+        (Some((i, _)), None, _) => condition(
             "Scanned",
             ConditionStatus::True,
             "Indexed",
@@ -275,11 +407,24 @@ pub fn project(
             prev,
             now,
         ),
-        None => condition(
+        (None, None, SourceJobs::Impossible(why)) => condition(
+            "Scanned",
+            ConditionStatus::False,
+            "CannotIndex",
+            why.to_string(),
+            generation,
+            prev,
+            now,
+        ),
+        (None, None, SourceJobs::Jobs(j)) => condition(
             "Scanned",
             ConditionStatus::Unknown,
             "NotIndexedYet",
-            String::new(),
+            if j.history.running {
+                "the source's scan Job is running".to_owned()
+            } else {
+                String::new()
+            },
             generation,
             prev,
             now,

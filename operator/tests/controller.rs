@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,7 +148,8 @@ async fn a_valid_mirror_is_compiled_and_gets_ready() {
     let action = done(task).await;
     assert_eq!(
         action,
-        kube::runtime::controller::Action::requeue(mirrorfleet_operator::RESYNC)
+        kube::runtime::controller::Action::await_change(),
+        "nothing is requeued blindly"
     );
     let (state, _) = w.reader.load().await.unwrap();
     let fleet = state.fleet.unwrap();
@@ -465,15 +467,16 @@ async fn the_git_sync_applies_a_commit_and_prunes_what_it_dropped() {
 }
 
 #[test]
-fn a_failed_scan_job_reaches_the_mirror_status() {
+fn a_failed_scan_job_reaches_the_mirror_status_with_its_next_attempt() {
     use mirrorfleet_operator::assess::{Objects, assess};
-    use mirrorfleet_operator::{failed_scans, status};
+    use mirrorfleet_operator::{jobs, status};
     let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "scan-m1-videolan-6a3f", "namespace": "default",
                      "labels": {"mirrorfleet.io/mirror": "m1", "mirrorfleet.io/project": "videolan"}},
         "status": {"startTime": "2026-11-22T01:00:00Z", "failed": 2, "conditions": [
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit",
+             "lastTransitionTime": "2026-11-22T01:00:10Z"}]}
     }))
     .unwrap();
     let other: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
@@ -482,34 +485,70 @@ fn a_failed_scan_job_reaches_the_mirror_status() {
         "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
     }))
     .unwrap();
-    let failed = failed_scans(&[Arc::new(job), Arc::new(other)], "m1");
-    assert_eq!(
-        failed,
-        [(
-            "videolan".to_owned(),
-            1_795_309_200,
-            "Job scan-m1-videolan-6a3f failed (BackoffLimitExceeded): Job has reached the specified backoff limit".to_owned()
-        )]
-    );
+    let history = jobs::history(&[Arc::new(job), Arc::new(other)], "videolan", Some("m1"));
+    assert_eq!(history.failures, 1);
+    let retry_at = history.retry_at(3600);
+    assert_eq!(retry_at, Some(1_795_309_210 + jobs::RETRY_FIRST_SECONDS));
+    let scans = BTreeMap::from([(
+        "videolan".to_owned(),
+        status::ScanJobs { history, retry_at },
+    )]);
     let a = assess(&Objects {
         projects: vec![Arc::new(project())],
         mirrors: vec![Arc::new(mirror("m1", "acme"))],
         sponsors: vec![Arc::new(sponsor())],
         rules: vec![],
     });
-    let s = status::mirror(&a, "m1", Some(1), None, &Default::default(), &failed, NOW);
+    let s = status::mirror(
+        &a,
+        "m1",
+        Some(1),
+        None,
+        &Default::default(),
+        &scans,
+        true,
+        NOW,
+    );
     let scanned = s.conditions.iter().find(|c| c.type_ == "Scanned").unwrap();
     assert_eq!(scanned.reason, "ScanFailed");
-    assert!(
-        scanned
-            .message
-            .starts_with("videolan: Job scan-m1-videolan-6a3f failed")
+    assert_eq!(
+        scanned.message,
+        "videolan: Job scan-m1-videolan-6a3f failed (BackoffLimitExceeded: Job has reached the \
+         specified backoff limit); 1 failure(s) in a row, next attempt at 2026-11-22T01:00:40Z"
     );
-    let fine = status::mirror(&a, "m1", Some(1), None, &Default::default(), &[], NOW);
+    // The country the spec gives is the one shown (`kubectl get` prints it).
+    let location = s.location.unwrap();
+    assert_eq!(
+        (location.country.as_deref(), location.source.as_deref()),
+        (Some("FR"), Some("Spec"))
+    );
+
+    let fine = status::mirror(
+        &a,
+        "m1",
+        Some(1),
+        None,
+        &Default::default(),
+        &BTreeMap::new(),
+        true,
+        NOW,
+    );
     let scanned = fine
         .conditions
         .iter()
         .find(|c| c.type_ == "Scanned")
         .unwrap();
-    assert_eq!(scanned.reason, "NotScannedYet");
+    assert_eq!(
+        (scanned.reason.as_str(), scanned.message.as_str()),
+        (
+            "NotScannedYet",
+            "0 of 1 project(s) scanned; videolan: waiting for the source's index"
+        )
+    );
+    let synced = fine
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Synced")
+        .unwrap();
+    assert_eq!(synced.reason, "NotScannedYet");
 }

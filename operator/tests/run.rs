@@ -1,7 +1,7 @@
 //! The operator's wiring ([`mirrorfleet_operator::run`]): the four controllers run against a
 //! fake API server (on tower-test's mock) with a real Redis store. A watch event reaches a
-//! reconcile and the object gets its status; a health verdict change from the checker
-//! reconciles the mirror again at once; transitions are forwarded to the right channels.
+//! reconcile and the object gets its status; a health verdict in the store reconciles that
+//! mirror again at once, and no other; a mirror back from an outage is sent to be rescanned.
 //!
 //! Requests of different objects come in no guaranteed order: each is waited for by what
 //! it is ([`FakeApi::next`]); only one object's own requests are in order (its status, then
@@ -19,7 +19,8 @@ use mirrorfleet_health::checker::Key;
 use mirrorfleet_health::{Change, Transition};
 use mirrorfleet_operator::Context;
 use mirrorfleet_operator::metrics::Metrics;
-use mirrorfleet_operator::run::{Controllers, forward_transitions};
+use mirrorfleet_operator::run::{Controllers, follow_store, forward_transitions};
+use mirrorfleet_operator::triggers::Triggers;
 use mirrorfleet_store::{RedisStore, StateWriter};
 use mirrorfleet_testkit::Redis;
 use serde_json::{Value, json};
@@ -29,12 +30,11 @@ use tokio::sync::mpsc;
 const BASE: &str = "/apis/mirrorfleet.io/v1alpha1/namespaces/default";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
-/// The leader's controllers on `api`, as `run` wires them, with the checker's transitions
-/// coming from the sender returned.
+/// The leader's controllers on `api`, as `run` wires them, following the store.
 struct Leader {
     api: FakeApi,
     store: RedisStore,
-    transitions: mpsc::Sender<Transition>,
+    metrics: Arc<Metrics>,
     _controllers: KillOnDrop,
     _redis: Redis,
 }
@@ -53,25 +53,27 @@ async fn leader(objects: Vec<(&str, Value)>) -> Leader {
     let (redis, store) = redis_store().await;
     let api = FakeApi::start(objects);
     let controllers = Controllers::new(&api.client, "default");
-    let ctx = Arc::new(Context::new(
-        api.client.clone(),
-        "default",
-        controllers.caches(),
-        store.clone(),
-        Arc::new(Metrics::default()),
-        now,
-    ));
-    let (transitions, transitions_rx) = mpsc::channel(16);
-    let (health_tx, health_rx) = mpsc::channel(16);
-    let (rescan_tx, _) = mpsc::channel(16);
+    let (triggers, streams) = Triggers::new("default");
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(
+        Context::new(
+            api.client.clone(),
+            "default",
+            controllers.caches(),
+            store.clone(),
+            metrics.clone(),
+            now,
+        )
+        .with_triggers(triggers.clone()),
+    );
     let tasks = vec![
-        tokio::spawn(forward_transitions(transitions_rx, rescan_tx, health_tx)),
-        tokio::spawn(controllers.run(ctx, health_rx)),
+        tokio::spawn(follow_store(store.clone(), ctx.clone(), triggers)),
+        tokio::spawn(controllers.run(ctx, streams)),
     ];
     Leader {
         api,
         store,
-        transitions,
+        metrics,
         _controllers: KillOnDrop(tasks),
         _redis: redis,
     }
@@ -129,7 +131,19 @@ async fn a_watched_mirror_is_reconciled_and_gets_its_status() {
     // reconcile writes its status too.
     let p = status_applied(&mut l.api, "projects", "videolan").await;
     assert_eq!(condition(&p, "Ready")["status"], "True");
-    assert_eq!(condition(&p, "Scanned")["reason"], "NotIndexedYet");
+    // Its source is a local tree and no volume holds it: no Job can index it, and it says so.
+    let scanned = condition(&p, "Scanned");
+    assert_eq!(
+        (&scanned["status"], &scanned["reason"]),
+        (&json!("False"), &json!("CannotIndex"))
+    );
+    assert!(
+        scanned["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.source.volumeClaim"),
+        "{scanned}"
+    );
     let s = status_applied(&mut l.api, "sponsors", "acme").await;
     assert_eq!(condition(&s, "Ready")["status"], "True");
 
@@ -156,20 +170,24 @@ async fn a_watched_mirror_is_reconciled_and_gets_its_status() {
 }
 
 #[tokio::test]
-async fn a_health_change_reconciles_the_mirror_again_at_once() {
+async fn a_health_change_reconciles_that_mirror_alone_at_once() {
     let mut l = leader(vec![
         ("projects", json_of(&project())),
         ("sponsors", json_of(&sponsor())),
         ("mirrors", json_of(&mirror("m1", "acme"))),
+        ("mirrors", json_of(&mirror("m2", "acme"))),
     ])
     .await;
     let first = status_applied(&mut l.api, "mirrors", "m1").await;
     assert_eq!(condition(&first, "Healthy")["status"], "Unknown");
     event(&mut l.api, "m1", "ReadyTrue").await;
+    status_applied(&mut l.api, "mirrors", "m2").await;
+    event(&mut l.api, "m2", "ReadyTrue").await;
+    let before = l.metrics.reconciles.get("Mirror");
 
-    // The checker stores its verdict, then reports the transition. Nothing else happens to
-    // m1 (no watch event; the next resync is a minute away): a second status within the
-    // deadline is the transition's doing.
+    // The checker stores its verdict. Nothing else happens to m1 (no watch event, and no
+    // object is requeued blindly): a second status within the deadline is the store's
+    // doing.
     let down = MirrorHealth {
         mirror: "m1".into(),
         entries: vec![HealthState {
@@ -184,23 +202,6 @@ async fn a_health_change_reconciles_the_mirror_again_at_once() {
         .write_health(&down)
         .await
         .unwrap();
-    let key = Key {
-        mirror: "m1".into(),
-        scheme: ProbeScheme::Https,
-        family: Family::Ipv4,
-    };
-    let change = Change::Down {
-        reason: "ConnectRefused".into(),
-        message: "connection refused".into(),
-    };
-    l.transitions
-        .send(Transition {
-            key,
-            change,
-            message: "2 probes failed".into(),
-        })
-        .await
-        .unwrap();
     let again = status_applied(&mut l.api, "mirrors", "m1").await;
     let healthy = condition(&again, "Healthy");
     assert_eq!(
@@ -210,6 +211,8 @@ async fn a_health_change_reconciles_the_mirror_again_at_once() {
     assert_eq!(again["healthSummary"], "Down");
     let e = event(&mut l.api, "m1", "HealthyFalse").await;
     assert_eq!(e["type"], "Warning");
+    // m1 alone was reconciled for it, not every mirror.
+    assert_eq!(l.metrics.reconciles.get("Mirror"), before + 1);
 }
 
 /// The next message on `rx`, within [`DEADLINE`].
@@ -222,11 +225,10 @@ async fn received<T>(what: &str, rx: &mut mpsc::Receiver<T>) -> T {
 }
 
 #[tokio::test]
-async fn transitions_ask_for_a_reconcile_and_a_rescan_after_an_outage() {
+async fn a_mirror_back_from_a_long_outage_is_rescanned() {
     let (transitions, rx) = mpsc::channel(4);
     let (rescan_tx, mut rescan) = mpsc::channel(4);
-    let (health_tx, mut health) = mpsc::channel(4);
-    let forwarding = tokio::spawn(forward_transitions(rx, rescan_tx, health_tx));
+    let forwarding = tokio::spawn(forward_transitions(rx, rescan_tx));
     let t = |mirror: &str, change| Transition {
         key: Key {
             mirror: mirror.into(),
@@ -237,13 +239,11 @@ async fn transitions_ask_for_a_reconcile_and_a_rescan_after_an_outage() {
         message: String::new(),
     };
     transitions.send(t("m1", Change::Up)).await.unwrap();
-    received("a reconcile asked for m1's Up", &mut health).await;
     transitions
         .send(t("m2", Change::RescanFirst))
         .await
         .unwrap();
     assert_eq!(received("a rescan of m2", &mut rescan).await, "m2");
-    received("a reconcile asked for m2's RescanFirst", &mut health).await;
     // Up asked for no rescan: m2's was the first.
     assert!(rescan.try_recv().is_err(), "one rescan, of m2");
     drop(transitions);

@@ -1,8 +1,10 @@
 //! The scan scheduler's step ([`Scheduler::step`]) against tower-test's mock, the scans it
-//! decides from read out of a real Redis store: which Jobs it creates for which (mirror,
-//! project) and why, the cap on concurrent scans, the `scan-requested` annotation served and
-//! removed, the rescan after an outage. A step makes its requests one after the other (each
-//! awaited), so they are asserted in order; a step that finishes made no other request.
+//! decides from read out of a real Redis store and from the scan Jobs given: which Jobs it
+//! creates for which (mirror, project) or source and why, the cap on concurrent scans, the
+//! source first and mirrors only once it has an index, failures retried after a wait, the
+//! `scan-requested` annotation served and removed (not while a scan runs), the rescan after
+//! an outage. A step makes its requests one after the other (each awaited), so they are
+//! asserted in order; a step that finishes made no other request.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,9 +15,10 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use http::Method;
-use kube::runtime::reflector;
-use mirrorfleet_crds::state::{Availability, FleetState};
-use mirrorfleet_crds::v1alpha1::Mirror;
+use k8s_openapi::api::batch::v1::Job;
+use mirrorfleet_crds::state::{Availability, FileIndex, FileRecord, FleetState, HashKind};
+use mirrorfleet_crds::v1alpha1::{Mirror, Project};
+use mirrorfleet_operator::Caches;
 use mirrorfleet_operator::assess::{Objects, assess};
 use mirrorfleet_operator::jobs::{Due, JobSettings, SCAN_REQUESTED};
 use mirrorfleet_operator::schedule::{Scheduler, Started, Step};
@@ -31,13 +34,21 @@ const INTERVAL: i64 = 3600;
 struct World {
     scheduler: Scheduler,
     mock: Mock,
-    mirrors: reflector::Store<Mirror>,
+    caches: Caches,
     fleet: FleetState,
     store: RedisStore,
     _redis: mirrorfleet_testkit::Redis,
 }
 
+/// The mirrors, carrying the local project `videolan` (which no Job can index: no volume),
+/// its index already stored.
 async fn world(mirrors: Vec<Mirror>, max_concurrent: usize) -> World {
+    let w = world_of(project(), mirrors, max_concurrent).await;
+    w.indexed().await;
+    w
+}
+
+async fn world_of(project: Project, mirrors: Vec<Mirror>, max_concurrent: usize) -> World {
     let (redis, store) = redis_store().await;
     let (service, mock) = pair();
     let client = kube::Client::new(service, "default");
@@ -46,7 +57,7 @@ async fn world(mirrors: Vec<Mirror>, max_concurrent: usize) -> World {
         ..JobSettings::default()
     };
     let objects = Objects {
-        projects: vec![Arc::new(project())],
+        projects: vec![Arc::new(project.clone())],
         mirrors: mirrors.iter().cloned().map(Arc::new).collect(),
         sponsors: vec![Arc::new(sponsor())],
         rules: vec![],
@@ -56,7 +67,13 @@ async fn world(mirrors: Vec<Mirror>, max_concurrent: usize) -> World {
     World {
         scheduler: Scheduler::new(client, "default", settings, INTERVAL),
         mock,
-        mirrors: cache(mirrors).0,
+        caches: Caches {
+            projects: cache(vec![project]).0,
+            mirrors: cache(mirrors).0,
+            sponsors: cache(vec![sponsor()]).0,
+            rules: cache(vec![]).0,
+            jobs: None,
+        },
         fleet,
         store,
         _redis: redis,
@@ -79,41 +96,55 @@ impl World {
             .unwrap();
     }
 
+    /// Stores an index of videolan, made now.
+    async fn indexed(&self) {
+        let record = FileRecord {
+            path: "README".into(),
+            size: 1,
+            mtime: 1,
+            digests: vec![Some(vec![0; 32])],
+        };
+        let index = FileIndex::build("videolan", "1", &[HashKind::Sha256], vec![record], None);
+        StateWriter::new(self.store.clone())
+            .write_index(&index, NOW - 10)
+            .await
+            .unwrap();
+    }
+
     /// The state as the scheduler's loop reads it.
     async fn state(&self) -> LoadedState {
         StateReader::new(self.store.clone()).load().await.unwrap().0
     }
 }
 
-/// A scan Job of (mirror, videolan), running or finished with `condition`.
-fn job(mirror: &str, condition: Option<&str>) -> Value {
+/// A scan Job of (mirror, videolan) — of videolan's source without a mirror — running or
+/// finished with `condition`, created at `at`.
+fn job_at(mirror: Option<&str>, condition: Option<&str>, at: i64) -> Arc<Job> {
     let conditions: Vec<Value> = condition
-        .map(|c| json!({"type": c, "status": "True"}))
+        .map(|c| json!({"type": c, "status": "True", "lastTransitionTime": rfc3339(at + 5)}))
         .into_iter()
         .collect();
-    json!({"metadata": {"name": format!("scan-{mirror}-videolan-1"), "namespace": "default",
-                        "labels": {"app.kubernetes.io/component": "scan",
-                                   "mirrorfleet.io/mirror": mirror, "mirrorfleet.io/project": "videolan"}},
-           "status": {"active": if condition.is_some() { 0 } else { 1 }, "conditions": conditions}})
-}
-
-fn job_list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": "1"}, "items": items})
-}
-
-/// The scan Jobs listed, answered with `items`.
-async fn listed(mock: &mut Mock, items: Vec<Value>) {
-    let (uri, _) = expect(
-        mock,
-        Method::GET,
-        &format!("{JOBS}?"),
-        Some(job_list(items)),
+    let mut labels = json!({"app.kubernetes.io/component": "scan", "mirrorfleet.io/project": "videolan",
+                            "mirrorfleet.io/scan": if mirror.is_some() { "mirror" } else { "source" }});
+    if let Some(m) = mirror {
+        labels["mirrorfleet.io/mirror"] = json!(m);
+    }
+    let name = format!("scan-{}-videolan-{at}", mirror.unwrap_or("source"));
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels,
+                         "creationTimestamp": rfc3339(at)},
+            "status": {"active": if condition.is_some() { 0 } else { 1 }, "conditions": conditions}}))
+        .unwrap(),
     )
-    .await;
-    assert!(
-        uri.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dscan"),
-        "{uri}"
-    );
+}
+
+fn job(mirror: &str, condition: Option<&str>) -> Arc<Job> {
+    job_at(Some(mirror), condition, NOW - 100)
+}
+
+fn rfc3339(t: i64) -> String {
+    mirrorfleet_operator::status::rfc3339(t)
 }
 
 /// A scan Job created for (mirror, videolan), owned by the Mirror.
@@ -147,18 +178,34 @@ async fn created(mock: &mut Mock, mirror: &str) {
     );
 }
 
-/// Runs one step while `requests` answers it; the step must finish once they are done (a
-/// request they do not take would leave it waiting).
+/// The source's Job created for videolan, owned by the Project.
+async fn created_source(mock: &mut Mock) {
+    let (_, body) = expect(mock, Method::POST, &format!("{JOBS}?"), None).await;
+    let owner = &body["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"]),
+        (&json!("Project"), &json!("videolan"))
+    );
+    let args = &body["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(
+        args,
+        &json!(["scan", "source", "--project", "videolan", "--no-progress"])
+    );
+}
+
+/// Runs one step on `jobs` while `requests` answers it; the step must finish once they are
+/// done (a request they do not take would leave it waiting).
 async fn step(
     w: &mut World,
     state: &LoadedState,
+    jobs: &[Arc<Job>],
     wanted: &mut BTreeMap<String, i64>,
     requests: impl AsyncFnOnce(&mut Mock),
 ) -> Step {
-    let (scheduler, mirrors, fleet, mock) = (&w.scheduler, &w.mirrors, &w.fleet, &mut w.mock);
+    let (scheduler, caches, fleet, mock) = (&w.scheduler, &w.caches, &w.fleet, &mut w.mock);
     let both = async {
         tokio::join!(
-            scheduler.step(mirrors, fleet, state, wanted, NOW),
+            scheduler.step(caches, fleet, state, jobs, wanted, NOW),
             requests(mock)
         )
     };
@@ -173,13 +220,16 @@ async fn step(
     step
 }
 
-fn started(mirror: &str, due: Due) -> Started {
-    Started {
-        mirror: mirror.into(),
-        project: "videolan".into(),
-        job: mirrorfleet_operator::jobs::job_name(mirror, "videolan", NOW),
-        due,
-    }
+/// What was started, as (mirror, job name, why).
+fn started(s: &Step) -> Vec<(Option<&str>, &str, Due)> {
+    s.started
+        .iter()
+        .map(|s: &Started| (s.mirror.as_deref(), s.job.as_str(), s.due))
+        .collect()
+}
+
+fn scan_of(mirror: &str) -> String {
+    mirrorfleet_operator::jobs::job_name(mirror, "videolan", NOW)
 }
 
 #[tokio::test]
@@ -192,30 +242,42 @@ async fn due_scans_start_within_the_cap() {
     let state = w.state().await;
     let mut wanted = BTreeMap::new();
     // One scan runs (m1's; m3's old Job is over and does not count): one more may start.
-    let s = step(&mut w, &state, &mut wanted, async |mock: &mut Mock| {
-        listed(mock, vec![job("m1", None), job("m3", Some("Complete"))]).await;
-        created(mock, "m2").await;
-    })
+    let jobs = [job("m1", None), job("m3", Some("Complete"))];
+    let s = step(
+        &mut w,
+        &state,
+        &jobs,
+        &mut wanted,
+        async |mock: &mut Mock| {
+            created(mock, "m2").await;
+        },
+    )
     .await;
-    assert_eq!(s.started, [started("m2", Due::First)]);
+    let m2 = scan_of("m2");
+    assert_eq!(started(&s), [(Some("m2"), m2.as_str(), Due::First)]);
     assert!(s.capped, "m3 is due too, but two scans run");
 
     // m2's Job runs now: the cap is reached at once, nothing starts.
-    let s = step(&mut w, &state, &mut wanted, async |mock: &mut Mock| {
-        listed(mock, vec![job("m1", None), job("m2", None)]).await;
-    })
-    .await;
+    let jobs = [job("m1", None), job("m2", None)];
+    let s = step(&mut w, &state, &jobs, &mut wanted, async |_: &mut Mock| {}).await;
     assert!(s.started.is_empty() && s.capped, "{s:?}");
 
     // m2's scan is done and stored; m1's still runs: m3 starts, m4 waits for the next step.
     w.scanned("m2", NOW - 5).await;
     let state = w.state().await;
-    let s = step(&mut w, &state, &mut wanted, async |mock: &mut Mock| {
-        listed(mock, vec![job("m1", None), job("m2", Some("Complete"))]).await;
-        created(mock, "m3").await;
-    })
+    let jobs = [job("m1", None), job("m2", Some("Complete"))];
+    let s = step(
+        &mut w,
+        &state,
+        &jobs,
+        &mut wanted,
+        async |mock: &mut Mock| {
+            created(mock, "m3").await;
+        },
+    )
     .await;
-    assert_eq!(s.started, [started("m3", Due::Interval)]);
+    let m3 = scan_of("m3");
+    assert_eq!(started(&s), [(Some("m3"), m3.as_str(), Due::Interval)]);
     assert!(s.capped, "m4 is due too");
 }
 
@@ -233,12 +295,10 @@ async fn a_requested_scan_gets_its_job_and_the_annotation_goes() {
     let state = w.state().await;
     let mut wanted = BTreeMap::new();
 
-    // At the cap (another namespace's scan... any unfinished scan Job counts): nothing
-    // starts and the request stays for the next step.
-    let s = step(&mut w, &state, &mut wanted, async |mock: &mut Mock| {
-        listed(mock, vec![job("elsewhere", None)]).await;
-    })
-    .await;
+    // At the cap (any unfinished scan Job counts): nothing starts and the request stays
+    // for the next step.
+    let jobs = [job("elsewhere", None)];
+    let s = step(&mut w, &state, &jobs, &mut wanted, async |_: &mut Mock| {}).await;
     assert!(
         s.started.is_empty() && s.cleared.is_empty() && s.capped,
         "{s:?}"
@@ -246,8 +306,7 @@ async fn a_requested_scan_gets_its_job_and_the_annotation_goes() {
 
     let mut answered = serde_json::to_value(&requested).unwrap();
     answered["metadata"]["annotations"] = json!({});
-    let s = step(&mut w, &state, &mut wanted, async |mock: &mut Mock| {
-        listed(mock, vec![]).await;
+    let s = step(&mut w, &state, &[], &mut wanted, async |mock: &mut Mock| {
         created(mock, "m1").await;
         let seen = expect_seen(
             mock,
@@ -263,7 +322,8 @@ async fn a_requested_scan_gets_its_job_and_the_annotation_goes() {
         );
     })
     .await;
-    assert_eq!(s.started, [started("m1", Due::Requested)]);
+    let m1 = scan_of("m1");
+    assert_eq!(started(&s), [(Some("m1"), m1.as_str(), Due::Requested)]);
     assert_eq!(s.cleared, ["m1"]);
 }
 
@@ -274,22 +334,120 @@ async fn after_an_outage_every_project_is_scanned_again_then_the_checker_is_told
     // m1 answered again 30 s ago, after a long outage: its last scan is older.
     let mut wanted = BTreeMap::from([("m1".to_owned(), NOW - 30)]);
     let state = w.state().await;
-    let s = step(&mut w, &state, &mut wanted, async |mock: &mut Mock| {
-        listed(mock, vec![]).await;
+    let s = step(&mut w, &state, &[], &mut wanted, async |mock: &mut Mock| {
         created(mock, "m1").await;
     })
     .await;
-    assert_eq!(s.started, [started("m1", Due::Requested)]);
+    let m1 = scan_of("m1");
+    assert_eq!(started(&s), [(Some("m1"), m1.as_str(), Due::Requested)]);
     assert!(s.rescanned.is_empty(), "the rescan is not done yet");
 
     // The scan finished since: no Job, and the checker may let m1's traffic back.
     w.scanned("m1", NOW - 5).await;
     let state = w.state().await;
-    let s = step(&mut w, &state, &mut wanted, async |mock: &mut Mock| {
-        listed(mock, vec![job("m1", Some("Complete"))]).await;
-    })
-    .await;
+    let jobs = [job("m1", Some("Complete"))];
+    let s = step(&mut w, &state, &jobs, &mut wanted, async |_: &mut Mock| {}).await;
     assert!(s.started.is_empty(), "{s:?}");
     assert_eq!(s.rescanned, ["m1"]);
     assert!(wanted.is_empty(), "m1 is no longer waiting for its rescan");
+}
+
+#[tokio::test]
+async fn a_request_during_a_running_scan_waits_for_it() {
+    let mut requested = mirror("m1", "acme");
+    requested
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(SCAN_REQUESTED.into(), "now".into());
+    let mut w = world(vec![requested], 4).await;
+    let state = w.state().await;
+    let mut wanted = BTreeMap::new();
+    let jobs = [job("m1", None)];
+    let s = step(&mut w, &state, &jobs, &mut wanted, async |_: &mut Mock| {}).await;
+    assert!(s.started.is_empty() && s.cleared.is_empty(), "{s:?}");
+}
+
+fn upstream_project() -> Project {
+    object(
+        "Project",
+        "videolan",
+        json!({"routing": {"pathPrefix": "/videolan/"},
+               "source": {"rsync": "rsync://origin.example/videolan/"},
+               "scan": {"sourceIntervalMinutes": 2}}),
+    )
+}
+
+#[tokio::test]
+async fn the_source_is_indexed_first_and_mirrors_wait_for_its_index() {
+    let mut w = world_of(upstream_project(), vec![mirror("m1", "acme")], 4).await;
+    let state = w.state().await;
+    let mut wanted = BTreeMap::new();
+    let s = step(&mut w, &state, &[], &mut wanted, async |mock: &mut Mock| {
+        created_source(mock).await;
+    })
+    .await;
+    let index_job = mirrorfleet_operator::jobs::source_job_name("videolan", NOW);
+    assert_eq!(started(&s), [(None, index_job.as_str(), Due::First)]);
+
+    // Indexing runs: nothing else starts, m1 still waits for the index.
+    let jobs = [job_at(None, None, NOW - 5)];
+    let s = step(&mut w, &state, &jobs, &mut wanted, async |_: &mut Mock| {}).await;
+    assert!(s.started.is_empty(), "{s:?}");
+
+    // Indexed 10 s ago: m1's first scan starts; the source is not due for 2 minutes.
+    w.indexed().await;
+    let state = w.state().await;
+    let jobs = [job_at(None, Some("Complete"), NOW - 20)];
+    let s = step(
+        &mut w,
+        &state,
+        &jobs,
+        &mut wanted,
+        async |mock: &mut Mock| {
+            created(mock, "m1").await;
+        },
+    )
+    .await;
+    let m1 = scan_of("m1");
+    assert_eq!(started(&s), [(Some("m1"), m1.as_str(), Due::First)]);
+}
+
+#[tokio::test]
+async fn failing_scans_are_retried_after_a_wait_that_doubles() {
+    let mut w = world(vec![mirror("m1", "acme")], 4).await;
+    let state = w.state().await;
+    let mut wanted = BTreeMap::new();
+    // Two failures in a row, the last one 50 s ago (it failed 5 s after it started): the
+    // next attempt waits 60 s after it.
+    let failed = [
+        job_at(Some("m1"), Some("Failed"), NOW - 200),
+        job_at(Some("m1"), Some("Failed"), NOW - 55),
+    ];
+    let s = step(
+        &mut w,
+        &state,
+        &failed,
+        &mut wanted,
+        async |_: &mut Mock| {},
+    )
+    .await;
+    assert!(s.started.is_empty(), "{s:?}");
+
+    let failed = [
+        job_at(Some("m1"), Some("Failed"), NOW - 300),
+        job_at(Some("m1"), Some("Failed"), NOW - 70),
+    ];
+    let s = step(
+        &mut w,
+        &state,
+        &failed,
+        &mut wanted,
+        async |mock: &mut Mock| {
+            created(mock, "m1").await;
+        },
+    )
+    .await;
+    let m1 = scan_of("m1");
+    assert_eq!(started(&s), [(Some("m1"), m1.as_str(), Due::Retry)]);
 }

@@ -1,7 +1,8 @@
 //! What the tests of every crate start and wait on: real redis-server, redis-sentinel, rsync
 //! daemon, nginx (plain and TLS), vsftpd processes on free loopback ports, each with its own
 //! config and directory and stopped when dropped; small hostile servers; free ports;
-//! installed programs; waiting for a condition with a deadline that names what was seen.
+//! installed programs; with the `kube` feature, a real Kubernetes API server and a runner of
+//! its Jobs; waiting for a condition with a deadline that names what was seen.
 //!
 //! Test code only (a dev-dependency): it panics with a clear message when something it needs
 //! is missing, and never reaches an address off this machine.
@@ -10,6 +11,8 @@
 
 #[cfg(feature = "git")]
 pub mod git;
+#[cfg(feature = "kube")]
+pub mod kube;
 mod redis;
 mod servers;
 

@@ -104,42 +104,48 @@ pub fn nginx_tls(root: &Path, tls: &Tls) -> Server {
 }
 
 /// A certificate authority of its own and a certificate for `127.0.0.1` that it signed, made
-/// with the openssl command (EC P-256, valid for two days).
+/// with the openssl command (EC P-256, X.509 v3, valid for two days).
 #[derive(Debug)]
 pub struct Tls {
     pub ca: PathBuf,
+    pub ca_key: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// EC P-256 key options of `openssl req`, unencrypted.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// Runs `openssl args` in `dir`, panicking with its stderr when it fails.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(find("openssl"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn tls_for_loopback(ca_name: &str) -> Tls {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f);
-    let openssl = |args: &[&str]| {
-        let out = Command::new(find("openssl"))
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
     let subject = format!("/CN={ca_name}");
     openssl(
+        dir.path(),
         &[
             &["req", "-x509"][..],
-            &ec,
+            &EC_KEY,
             &[
                 "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subject,
             ],
@@ -148,48 +154,74 @@ pub fn tls_for_loopback(ca_name: &str) -> Tls {
         ]
         .concat(),
     );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    Tls {
+    let tls = Tls {
         ca: p("ca.pem"),
+        ca_key: p("ca.key"),
         cert: p("server.pem"),
         key: p("server.key"),
-        _dir: dir,
+        dir,
+    };
+    tls.sign(
+        "server",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    tls
+}
+
+impl Tls {
+    /// A client certificate for `subject` (openssl's form: `/CN=admin/O=system:masters`)
+    /// signed by this CA, with `extendedKeyUsage=clientAuth`: returns the paths of
+    /// `name.pem` and `name.key`, written next to the CA.
+    pub fn client_cert(&self, name: &str, subject: &str) -> (PathBuf, PathBuf) {
+        self.sign(
+            name,
+            subject,
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+    }
+
+    /// Makes a key and a certificate for `subject` with the extensions `ext` (an openssl
+    /// extension file's lines), signed by this CA.
+    fn sign(&self, name: &str, subject: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        let (key, csr, pem, cnf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.cnf"),
+        );
+        openssl(
+            dir,
+            &[
+                &["req"][..],
+                &EC_KEY,
+                &["-keyout", &key, "-out", &csr, "-subj", subject],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join(&cnf), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &cnf,
+            ],
+        );
+        (dir.join(pem), dir.join(key))
     }
 }
 

@@ -112,6 +112,7 @@ pub struct Routing {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.local) ? 1 : 0) + (has(self.rsync) ? 1 : 0) + (has(self.http) ? 1 : 0) == 1").message("give exactly one of local, rsync or http"))]
+#[x_kube(validation = Rule::new("!has(self.volumeClaim) || has(self.local)").message("volumeClaim holds a local source: give it only with local"))]
 #[schemars(transform = cel::no_credentials(&["rsync", "http"]))]
 pub struct Source {
     /// An absolute directory holding the tree, mounted into scan jobs (or local to
@@ -119,6 +120,15 @@ pub struct Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096), regex(pattern = r"^/"))]
     pub local: Option<String>,
+    /// In a cluster: the PersistentVolumeClaim holding the `local` tree, mounted read-only at
+    /// that path in the source scan Jobs. Without it the operator cannot index a local source
+    /// (the Project's status says so); only with `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub volume_claim: Option<String>,
     /// An rsync URL of the origin (`rsync://host/module/path/`): its listing gives paths,
     /// sizes and mtimes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -130,6 +130,11 @@ fn when_a_scan_is_due() {
         last_sync,
         running,
         requested,
+        retry_at: None,
+    };
+    let retry = |at| ScanFacts {
+        retry_at: Some(at),
+        ..f(None, None, false, false)
     };
     let cases = [
         (
@@ -159,8 +164,181 @@ fn when_a_scan_is_due() {
             f(Some(now - 10), Some(now - 20), false, false),
             None,
         ),
+        ("failed, waiting", retry(now + 1), None),
+        ("failed, wait over", retry(now), Some(Due::Retry)),
+        (
+            "failed, but asked for",
+            ScanFacts {
+                requested: true,
+                ..retry(now + 60)
+            },
+            Some(Due::Requested),
+        ),
     ];
     for (name, facts, want) in cases {
         assert_eq!(due(&facts, 3600, now), want, "{name}");
     }
+}
+
+fn finished_job(name: &str, mirror: Option<&str>, created: i64, outcome: &str) -> Arc<Job> {
+    let mut labels = serde_json::json!({
+        LABEL_PROJECT: "videolan",
+        LABEL_SCAN: if mirror.is_some() { "mirror" } else { "source" },
+    });
+    if let Some(m) = mirror {
+        labels[LABEL_MIRROR] = m.into();
+    }
+    let at = |t: i64| status::rfc3339(t);
+    let conditions = match outcome {
+        "running" => serde_json::json!([]),
+        "Complete" => {
+            serde_json::json!([{"type": "Complete", "status": "True", "lastTransitionTime": at(created + 5)}])
+        }
+        _ => {
+            serde_json::json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            "message": "exit 2", "lastTransitionTime": at(created + 5)}])
+        }
+    };
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": labels, "creationTimestamp": at(created)},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap(),
+    )
+}
+
+use crate::status;
+
+#[test]
+fn failures_in_a_row_double_the_wait_and_a_success_resets_them() {
+    let m = Some("tiny-mirror");
+    let jobs = vec![
+        finished_job("a", m, 100, "Failed"),
+        finished_job("b", m, 200, "Complete"),
+        finished_job("c", m, 300, "Failed"),
+        finished_job("d", m, 400, "Failed"),
+        finished_job("e", m, 500, "Failed"),
+        // Another mirror's, and the source's: not this pair's.
+        finished_job("x", Some("other"), 600, "Failed"),
+        finished_job("y", None, 600, "running"),
+    ];
+    let h = history(&jobs, "videolan", m);
+    assert!(!h.running);
+    assert_eq!(h.failures, 3);
+    let last = h.last_failure.clone().unwrap();
+    assert_eq!((last.job.as_str(), last.at), ("e", 505));
+    assert_eq!(last.why, "BackoffLimitExceeded: exit 2");
+    // 30 s, 60 s, then 120 s after the third.
+    assert_eq!(h.retry_at(3600), Some(505 + 120));
+    // Never longer than the interval.
+    assert_eq!(h.retry_at(90), Some(505 + 90));
+
+    let many = History {
+        failures: 40,
+        ..h.clone()
+    };
+    assert_eq!(many.retry_at(86_400), Some(505 + RETRY_MAX_SECONDS));
+
+    let source = history(&jobs, "videolan", None);
+    assert!(source.running);
+    assert_eq!(source.failures, 0);
+
+    let ok = history(&jobs[..2], "videolan", m);
+    assert_eq!((ok.failures, ok.retry_at(3600)), (0, None));
+    assert_eq!(ok.last_failure, None);
+}
+
+fn project(source: serde_json::Value) -> Project {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "mirrorfleet.io/v1alpha1",
+        "kind": "Project",
+        "metadata": {"name": "videolan", "namespace": "fleet", "uid": "u-p"},
+        "spec": {"routing": {"pathPrefix": "/videolan/"}, "source": source,
+                 "scan": {"sourceIntervalMinutes": 2}}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_source_job_indexes_the_project_and_mounts_a_local_tree_read_only() {
+    let settings = JobSettings {
+        store_args: vec!["--redis=redis://redis:6379".into()],
+        ..JobSettings::default()
+    };
+    let upstream = project(serde_json::json!({"rsync": "rsync://origin.example/videolan/"}));
+    assert_eq!(source_interval(&upstream), 120);
+    let job = source_job(&upstream, &settings, 1_795_309_320).unwrap();
+    let name = job.metadata.name.clone().unwrap();
+    assert!(name.starts_with("index-videolan-"), "{name}");
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("Project", "u-p")
+    );
+    let labels = job.metadata.labels.as_ref().unwrap();
+    assert_eq!(
+        (labels[LABEL_SCAN].as_str(), labels.get(LABEL_MIRROR)),
+        ("source", None)
+    );
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.containers[0].args.as_deref().unwrap(),
+        [
+            "scan",
+            "source",
+            "--project",
+            "videolan",
+            "--no-progress",
+            "--redis=redis://redis:6379"
+        ]
+    );
+    assert!(pod.volumes.is_none());
+
+    let local =
+        project(serde_json::json!({"local": "/srv/videolan", "volumeClaim": "videolan-tree"}));
+    let job = source_job(&local, &settings, 1).unwrap();
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volume = &pod.volumes.as_ref().unwrap()[0];
+    let claim = volume.persistent_volume_claim.as_ref().unwrap();
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("videolan-tree", Some(true))
+    );
+    let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(
+        (
+            mount.mount_path.as_str(),
+            mount.read_only,
+            mount.name.as_str()
+        ),
+        ("/srv/videolan", Some(true), volume.name.as_str())
+    );
+
+    let nowhere = project(serde_json::json!({"local": "/srv/videolan"}));
+    assert_eq!(
+        source_job(&nowhere, &settings, 1).unwrap_err(),
+        NoSourceJob::LocalWithoutVolume("/srv/videolan".into())
+    );
+}
+
+#[test]
+fn intervals_come_from_the_mirror_then_the_project_then_the_default() {
+    let mut m = mirror();
+    let p = project(serde_json::json!({"rsync": "rsync://origin.example/videolan/"}));
+    assert_eq!(mirror_interval(&m, None, 7200), 7200);
+    let mut with_interval = p.clone();
+    with_interval
+        .spec
+        .scan
+        .as_mut()
+        .unwrap()
+        .mirror_interval_minutes = Some(30);
+    assert_eq!(mirror_interval(&m, Some(&with_interval), 7200), 1800);
+    m.spec.scan = Some(serde_json::from_value(serde_json::json!({"intervalMinutes": 10})).unwrap());
+    assert_eq!(mirror_interval(&m, Some(&with_interval), 7200), 600);
+    assert_eq!(
+        source_interval(&project(serde_json::json!({"http": "https://o.example/"}))),
+        120
+    );
 }
