@@ -337,9 +337,10 @@ fn assigned_country() -> Check {
         .iter()
         .map(|(code, hint)| format!("self == '{code}' ? ' ({hint})' : "))
         .collect();
+    // The static message is what kube-cel shows for `null` (the API server skips nulls).
     Check::new(
         format!("self in [{}]", codes.join(", ")),
-        "is not an ISO 3166-1 alpha-2 country code",
+        "must be an ISO 3166-1 alpha-2 country code; to give none, leave the field out rather than writing null",
     )
     .explained(format!(
         "self + ' is not an ISO 3166-1 alpha-2 country code' + ({hints}'')"
