@@ -32,6 +32,14 @@ pub fn countries() -> &'static [Country] {
     countries::COUNTRIES
 }
 
+/// Codes that people write for a country but that ISO 3166-1 does not assign to it, with the
+/// hint a message about them should give (the same hints as `mirrorfleet validate`'s).
+pub const MISTAKEN_CODES: &[(&str, &str)] = &[
+    ("UK", "the United Kingdom is GB"),
+    ("EL", "Greece is GR"),
+    ("EU", "EU is not a country; use a continent field"),
+];
+
 /// A continent code, as GeoIP databases use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]

@@ -72,13 +72,14 @@ pub enum AddressFamily {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.latitude) == has(self.longitude)").message("give both latitude and longitude, or neither"))]
+#[schemars(transform = super::cel::continent_of_country)]
 pub struct GeoLocation {
     /// ISO 3166-1 alpha-2 country code, upper case (e.g. `DE`). This is the mirror's primary
     /// country: clients in it are preferred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Z]{2}$"))]
+    #[schemars(regex(pattern = r"^[A-Z]{2}$"), transform = super::cel::country_code)]
     pub country: Option<String>,
-    /// Continent code; derived from the country when left out.
+    /// Continent code; derived from the country when left out; must be the country's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continent: Option<Continent>,
     /// Latitude in decimal degrees (-90 to 90). Give both latitude and longitude, or neither.

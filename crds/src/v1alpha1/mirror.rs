@@ -4,6 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{AddressFamily, Condition, GeoLocation, ResolvedLocation, Scheme};
 
 /// A mirror server. A mirror may carry only some projects (a "micro mirror"), each under its
@@ -42,6 +43,7 @@ use super::common::{AddressFamily, Condition, GeoLocation, ResolvedLocation, Sch
 #[x_kube(validation = Rule::new("!has(self.restrictions) || !has(self.restrictions.asOnly) || !self.restrictions.asOnly || (has(self.asns) && size(self.asns) > 0)").message("restrictions.asOnly needs at least one entry in asns"))]
 #[x_kube(validation = Rule::new("!has(self.restrictions) || !has(self.restrictions.networksOnly) || !self.restrictions.networksOnly || (has(self.networks) && size(self.networks) > 0)").message("restrictions.networksOnly needs at least one entry in networks"))]
 #[x_kube(validation = Rule::new("!has(self.restrictions) || !has(self.restrictions.countryOnly) || !self.restrictions.countryOnly || (has(self.location) && has(self.location.country)) || (has(self.additionalCountries) && size(self.additionalCountries) > 0)").message("restrictions.countryOnly needs location.country or additionalCountries"))]
+#[schemars(transform = cel::excluded_not_served, transform = cel::address_families)]
 pub struct MirrorSpec {
     /// Name of the `Sponsor` (in the same namespace) that hosts this mirror.
     #[schemars(length(min = 1, max = 253))]
@@ -58,17 +60,28 @@ pub struct MirrorSpec {
     /// Other countries this mirror serves besides its own (ISO 3166-1 alpha-2). Clients there
     /// get a bonus, smaller than the mirror's own country.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 250), inner(regex(pattern = r"^[A-Z]{2}$")))]
+    // The maxLength (beyond what the pattern allows anyway) bounds the estimated cost of the
+    // rule comparing this list with the other.
+    #[schemars(
+        length(max = 250),
+        inner(length(max = 64), regex(pattern = r"^[A-Z]{2}$")),
+        transform = cel::country_items
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub additional_countries: Vec<String>,
     /// Autonomous system numbers the mirror is reachable in. Clients in one of them prefer it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(range(min = 1)))]
+    #[schemars(length(max = 64), inner(range(min = 1, max = 4294967295u32)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub asns: Vec<u32>,
-    /// Client networks (CIDRs) this mirror prefers, e.g. an ISP's customer ranges.
+    /// Client networks (CIDRs) this mirror prefers, e.g. an ISP's customer ranges. Each is a
+    /// network address (no host bits set), e.g. `198.51.100.0/24` or `2001:db8::/32`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1024), inner(length(min = 3, max = 43)))]
+    #[schemars(
+        length(max = 1024),
+        inner(length(min = 3, max = 43)),
+        transform = cel::cidr_items
+    )]
     pub networks: Vec<String>,
     /// Who may be sent to this mirror. By default, anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +115,11 @@ pub struct MirrorSpec {
     /// Contact address of the mirror's administrators. Used for notifications; never shown
     /// publicly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
+    #[schemars(
+        length(min = 3, max = 254),
+        regex(pattern = r"^[^@\s]+@[^@\s]+$"),
+        transform = cel::no_unicode_space
+    )]
     pub contact: Option<String>,
     /// Private notes for the fleet operators; never shown publicly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,25 +143,43 @@ fn default_address_families() -> Vec<AddressFamily> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.http) || has(self.https)").message("give at least one download URL: http or https"))]
+#[schemars(transform = cel::no_credentials(&["http", "https", "rsync", "ftp"]))]
 pub struct MirrorProject {
     /// Name of the `Project` (in the same namespace).
     #[schemars(length(min = 1, max = 253))]
     pub project: String,
-    /// Base URL over plain HTTP; must start with `http://` and end with `/`.
+    /// Base URL over plain HTTP; must start with `http://` and end with `/`. Like every URL
+    /// here: a host (and port) right after `://`, no credentials, query, fragment or backslash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^http://[^\s]+/$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^http://[^\s]+/$"),
+        transform = cel::special_url_in_long_list
+    )]
     pub http: Option<String>,
     /// Base URL over HTTPS; must start with `https://` and end with `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https://[^\s]+/$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https://[^\s]+/$"),
+        transform = cel::special_url_in_long_list
+    )]
     pub https: Option<String>,
     /// rsync URL of the same tree, used for scans; must start with `rsync://` and end with `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^rsync://[^\s]+/$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^rsync://[^\s]+/$"),
+        transform = cel::rsync_url_in_long_list
+    )]
     pub rsync: Option<String>,
     /// FTP URL of the same tree, used for scans; must start with `ftp://` and end with `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^ftp://[^\s]+/$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^ftp://[^\s]+/$"),
+        transform = cel::special_url_in_long_list
+    )]
     pub ftp: Option<String>,
     /// Only these sub-trees of the project are carried (path prefixes relative to the
     /// project root, e.g. `releases/`). Empty means the whole project.
@@ -156,6 +191,7 @@ pub struct MirrorProject {
 /// Who may be sent to a mirror.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = cel::one_area_restriction)]
 pub struct Restrictions {
     /// Only clients in the mirror's country or additional countries.
     #[serde(default)]
@@ -169,9 +205,16 @@ pub struct Restrictions {
     /// Only clients inside one of the mirror's networks.
     #[serde(default)]
     pub networks_only: bool,
-    /// Clients in these countries are never sent here (ISO 3166-1 alpha-2).
+    /// Clients in these countries are never sent here (ISO 3166-1 alpha-2); not the mirror's
+    /// own country nor one of its additional countries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 250), inner(regex(pattern = r"^[A-Z]{2}$")))]
+    // The maxLength (beyond what the pattern allows anyway) bounds the estimated cost of the
+    // rule comparing this list with the other.
+    #[schemars(
+        length(max = 250),
+        inner(length(max = 64), regex(pattern = r"^[A-Z]{2}$")),
+        transform = cel::country_items
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub excluded_countries: Vec<String>,
 }

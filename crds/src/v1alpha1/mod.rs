@@ -2,13 +2,17 @@
 //!
 //! These types are the user-facing contract: their doc comments become the CRD schema
 //! descriptions that `kubectl explain` prints, so they are written for fleet operators and
-//! sponsors. Cheap checks (required fields, enums, ranges, patterns) live in the schema;
-//! rules that span fields are CEL `x-kubernetes-validations`; rules that span resources live in
-//! [`crate::validate`]. Nothing here does I/O.
+//! sponsors. Cheap checks (required fields, enums, ranges, patterns) live in the schema; all
+//! else `mirrorfleet validate` checks about one object alone is a CEL `x-kubernetes-validations`
+//! rule (the module `cel` builds those beyond a field or two), so that the API server refuses
+//! what `validate` refuses; rules that span resources live in `mirrorfleet-validate` and in the
+//! operator's status (`tests/crd_admission.rs` has the table, and checks it). Nothing here
+//! does I/O.
 
 // Several `printcolumn(...)` entries repeat `type_ = "string"`; that is not a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
+mod cel;
 mod common;
 mod mirror;
 mod project;

@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{Condition, Continent};
 
 /// A project whose files the fleet distributes (e.g. `fedora`, `videolan`). Requests are routed
@@ -112,6 +113,7 @@ pub struct Routing {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.local) ? 1 : 0) + (has(self.rsync) ? 1 : 0) + (has(self.http) ? 1 : 0) == 1").message("give exactly one of local, rsync or http"))]
 #[x_kube(validation = Rule::new("!has(self.volumeClaim) || has(self.local)").message("volumeClaim holds a local source: give it only with local"))]
+#[schemars(transform = cel::no_credentials(&["rsync", "http"]))]
 pub struct Source {
     /// An absolute directory holding the tree, mounted into scan jobs (or local to
     /// `mirrorfleet standalone`).
@@ -130,11 +132,19 @@ pub struct Source {
     /// An rsync URL of the origin (`rsync://host/module/path/`): its listing gives paths,
     /// sizes and mtimes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^rsync://[^\s]+/$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^rsync://[^\s]+/$"),
+        transform = cel::rsync_url
+    )]
     pub rsync: Option<String>,
     /// An HTTP(S) URL of the origin's tree, crawled through its autoindex pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+/$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s]+/$"),
+        transform = cel::special_url
+    )]
     pub http: Option<String>,
     /// Checksum files the project publishes (e.g. `SHA256SUMS`), used for hashes when the
     /// files themselves are not on local disk.
@@ -194,15 +204,23 @@ pub enum HashAlgorithm {
 /// A fallback download location (usually the origin).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(
+    transform = cel::continent_of_country,
+    transform = cel::no_credentials(&["url"])
+)]
 pub struct Fallback {
     /// Base URL of the project's tree, ending with `/`.
-    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+/$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s]+/$"),
+        transform = cel::special_url
+    )]
     pub url: String,
     /// Country of the fallback (ISO 3166-1 alpha-2), to prefer it for nearby clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Z]{2}$"))]
+    #[schemars(regex(pattern = r"^[A-Z]{2}$"), transform = cel::country_code)]
     pub country: Option<String>,
-    /// Continent of the fallback.
+    /// Continent of the fallback; must be the country's when both are given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continent: Option<Continent>,
 }
@@ -250,11 +268,19 @@ pub struct Push {
     /// MQTT topic on which "project updated" is published, compatible with `mqtt-exec`
     /// subscribers, e.g. `mirrors/fedora/updated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^#+\s]+$"))]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[^#+\s]+$"),
+        transform = cel::no_unicode_space
+    )]
     pub topic: Option<String>,
     /// A webhook URL called with the new serial, as an alternative to MQTT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s]+$"),
+        transform = cel::no_unicode_space
+    )]
     pub webhook: Option<String>,
 }
 

@@ -4,6 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{Condition, Continent};
 
 /// A routing policy: clients matching `match` are steered by `action` towards (or away from)
@@ -73,7 +74,11 @@ fn default_priority() -> u32 {
 pub struct ClientMatch {
     /// Client countries (ISO 3166-1 alpha-2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 250), inner(regex(pattern = r"^[A-Z]{2}$")))]
+    #[schemars(
+        length(max = 250),
+        inner(regex(pattern = r"^[A-Z]{2}$")),
+        transform = cel::country_items
+    )]
     pub countries: Vec<String>,
     /// Client continents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -81,11 +86,15 @@ pub struct ClientMatch {
     pub continents: Vec<Continent>,
     /// Client autonomous system numbers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1024), inner(range(min = 1)))]
+    #[schemars(length(max = 1024), inner(range(min = 1, max = 4294967295u32)))]
     pub asns: Vec<u32>,
-    /// Client networks (CIDRs).
+    /// Client networks (CIDRs), each a network address (no host bits set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4096), inner(length(min = 3, max = 43)))]
+    #[schemars(
+        length(max = 4096),
+        inner(length(min = 3, max = 43)),
+        transform = cel::cidr_items
+    )]
     pub networks: Vec<String>,
 }
 

@@ -4,6 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::Condition;
 
 /// An organisation that hosts mirrors. Its display name, URL and logo are shown publicly on
@@ -37,11 +38,19 @@ pub struct SponsorSpec {
     pub display_name: String,
     /// The sponsor's web site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s]+$"),
+        transform = cel::no_unicode_space
+    )]
     pub url: Option<String>,
     /// URL of the sponsor's logo (shown on mirror lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https://[^\s]+$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https://[^\s]+$"),
+        transform = cel::no_unicode_space
+    )]
     pub logo: Option<String>,
     /// A short public description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +58,11 @@ pub struct SponsorSpec {
     pub description: Option<String>,
     /// Contact address for the fleet operators; never shown publicly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
+    #[schemars(
+        length(min = 3, max = 254),
+        regex(pattern = r"^[^@\s]+@[^@\s]+$"),
+        transform = cel::no_unicode_space
+    )]
     pub contact: Option<String>,
 }
 
