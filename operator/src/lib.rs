@@ -104,6 +104,11 @@ impl Caches {
         }
     }
 
+    /// The scan Jobs cached (none when the Jobs are not watched).
+    pub fn scan_jobs(&self) -> Vec<Arc<k8s_openapi::api::batch::v1::Job>> {
+        self.jobs.as_ref().map(|c| c.state()).unwrap_or_default()
+    }
+
     fn objects(&self) -> Objects {
         Objects {
             projects: self.projects.state(),

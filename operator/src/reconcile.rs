@@ -99,12 +99,7 @@ impl Reconciled for Mirror {
     ) -> Result<MirrorStatus, Error> {
         let state = ctx.state().await?;
         let name = self.name_any();
-        let cached = ctx
-            .caches
-            .jobs
-            .as_ref()
-            .map(|c| c.state())
-            .unwrap_or_default();
+        let cached = ctx.caches.scan_jobs();
         let mut scans = BTreeMap::new();
         for p in &self.spec.projects {
             let project = ctx
@@ -159,12 +154,7 @@ impl Reconciled for Project {
             .indexes
             .get(&name)
             .map(|i| (i.as_ref(), state.index_meta.get(&name).map(|m| m.as_ref())));
-        let cached = ctx
-            .caches
-            .jobs
-            .as_ref()
-            .map(|c| c.state())
-            .unwrap_or_default();
+        let cached = ctx.caches.scan_jobs();
         let history = jobs::history(&cached, &name, None);
         let retry_at = history.retry_at(jobs::source_interval(self));
         let scans = status::ScanJobs { history, retry_at };

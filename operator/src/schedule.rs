@@ -152,12 +152,7 @@ impl Scheduler {
                 changed
             });
             let now = (ctx.now)();
-            let mut jobs = ctx
-                .caches
-                .jobs
-                .as_ref()
-                .map(|c| c.state())
-                .unwrap_or_default();
+            let mut jobs = ctx.caches.scan_jobs();
             created.retain(|(at, j)| {
                 now - at < 120 && !jobs.iter().any(|c| c.name_any() == j.name_any())
             });
