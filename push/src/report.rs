@@ -2,9 +2,18 @@
 //! `mirrorfleet/report/<mirror>` as JSON `{"project": …, "serial": …}`. A report is a hint,
 //! never trusted alone: the caller only uses it to scan that (mirror, project) sooner.
 //!
-//! Parsing is pure ([`parse`]); it must not decide whether the mirror or project exists.
+//! Parsing ([`parse`]), checking against the fleet ([`check`]) and the per-mirror rate limit
+//! ([`RateLimit`]) are pure; [`subscribe`] is the thin MQTT shell. Nothing here scans.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mirrorfleet_crds::state::FleetState;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::Broker;
 
 /// The topic filter reports are read from under `prefix` (e.g. `mirrorfleet/report`).
 pub fn filter(prefix: &str) -> String {
@@ -55,6 +64,113 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8]) -> Result<Report, String
         project: p.project,
         serial,
     })
+}
+
+/// Whether `report` names a mirror of `fleet` that carries the project it names; else why
+/// not (for the log line).
+pub fn check(report: &Report, fleet: &FleetState) -> Result<(), String> {
+    let mirror = fleet
+        .mirror(&report.mirror)
+        .ok_or_else(|| format!("no mirror {:?} in the fleet", report.mirror))?;
+    if !mirror.projects.iter().any(|p| p.project == report.project) {
+        return Err(format!(
+            "mirror {:?} does not carry project {:?}",
+            report.mirror, report.project
+        ));
+    }
+    Ok(())
+}
+
+/// At most one report acted on per mirror every `every`.
+#[derive(Debug)]
+pub struct RateLimit {
+    every: Duration,
+    last: HashMap<String, Instant>,
+}
+
+impl RateLimit {
+    /// A limit of one report per mirror every `every`.
+    pub fn new(every: Duration) -> RateLimit {
+        RateLimit {
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Whether a report of `mirror` at `now` may be acted on (and if so, it is counted).
+    pub fn allow(&mut self, mirror: &str, now: Instant) -> bool {
+        match self.last.get(mirror) {
+            Some(t) if now.saturating_duration_since(*t) < self.every => false,
+            _ => {
+                self.last.insert(mirror.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
+/// Reads reports under `prefix` from `broker` until the receiver is dropped, reconnecting
+/// with backoff; garbage is logged and skipped. Reports beyond the channel's room are dropped
+/// (they are hints; the next one will do).
+pub fn subscribe(broker: Broker, prefix: &str) -> mpsc::Receiver<Report> {
+    let (tx, rx) = mpsc::channel(256);
+    let prefix = prefix.trim_end_matches('/').to_owned();
+    tokio::spawn(async move {
+        let mut options = rumqttc::MqttOptions::new(
+            format!("{}-reports", broker.client_id),
+            &broker.host,
+            broker.port,
+        );
+        if let Some(user) = &broker.username {
+            options.set_credentials(user, broker.password.clone().unwrap_or_default());
+        }
+        if broker.tls {
+            options.set_transport(match &broker.ca {
+                Some(ca) => rumqttc::Transport::tls(ca.clone(), None, None),
+                None => rumqttc::Transport::tls_with_default_config(),
+            });
+        }
+        let mut wait = broker.backoff_min;
+        loop {
+            let (client, mut events) = AsyncClient::new(options.clone(), 8);
+            if client
+                .subscribe(filter(&prefix), QoS::AtLeastOnce)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => wait = broker.backoff_min,
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        match parse(&prefix, &p.topic, &p.payload) {
+                            Ok(r) => {
+                                if tx.is_closed() {
+                                    return;
+                                }
+                                let _ = tx.try_send(r);
+                            }
+                            Err(why) => {
+                                tracing::info!(topic = %p.topic, %why, "ignored a sync report")
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %mirrorfleet_runtime::error_chain(&e), retry_in = ?wait, "sync reports: MQTT connection failed");
+                        break;
+                    }
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(broker.backoff_max);
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -121,5 +237,51 @@ mod tests {
             );
         }
         assert_eq!(filter("mirrorfleet/report/"), "mirrorfleet/report/+");
+    }
+
+    #[test]
+    fn a_report_counts_only_for_a_mirror_carrying_the_project() {
+        use mirrorfleet_crds::state::{MirrorProjectState, MirrorState};
+        let fleet = FleetState {
+            mirrors: vec![MirrorState {
+                name: "m1".into(),
+                projects: vec![MirrorProjectState {
+                    project: "demo".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let report = |mirror: &str, project: &str| Report {
+            mirror: mirror.into(),
+            project: project.into(),
+            serial: "1".into(),
+        };
+        assert_eq!(check(&report("m1", "demo"), &fleet), Ok(()));
+        assert!(
+            check(&report("m2", "demo"), &fleet).is_err(),
+            "an unknown mirror"
+        );
+        assert!(
+            check(&report("m1", "other"), &fleet).is_err(),
+            "a project it does not carry"
+        );
+    }
+
+    #[test]
+    fn reports_are_rate_limited_per_mirror() {
+        let mut limit = RateLimit::new(Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(limit.allow("m1", t));
+        assert!(!limit.allow("m1", t + Duration::from_secs(59)), "too soon");
+        assert!(
+            limit.allow("m2", t + Duration::from_secs(1)),
+            "another mirror has its own"
+        );
+        assert!(
+            limit.allow("m1", t + Duration::from_secs(60)),
+            "after the interval"
+        );
     }
 }

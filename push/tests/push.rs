@@ -315,3 +315,46 @@ async fn a_webhook_gets_its_post_and_is_retried_after_a_failure() {
     .await;
     assert_eq!(pusher.counters().webhooks_failed.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn reports_are_read_and_garbage_is_skipped() {
+    let mosquitto = Mosquitto::start();
+    let mut reports =
+        mirrorfleet_push::report::subscribe(broker(&mosquitto.url()), "mirrorfleet/report");
+    let (client, mut events) = AsyncClient::new(
+        MqttOptions::new("test-reporter", "127.0.0.1", mosquitto.port),
+        16,
+    );
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    // Until the subscriber is in place, publishes are lost: publish a report until one
+    // arrives, garbage always first (it must never come through).
+    let report = tokio::time::timeout(DEADLINE, async {
+        loop {
+            for payload in [
+                "synced 42",
+                r#"{"serial":"42"}"#,
+                r#"{"project":"demo","serial":"42"}"#,
+            ] {
+                client
+                    .publish("mirrorfleet/report/m1", QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap();
+            }
+            if let Ok(Some(r)) =
+                tokio::time::timeout(Duration::from_millis(200), reports.recv()).await
+            {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("no report before the deadline");
+    assert_eq!(
+        (
+            report.mirror.as_str(),
+            report.project.as_str(),
+            report.serial.as_str()
+        ),
+        ("m1", "demo", "42")
+    );
+}
