@@ -140,3 +140,48 @@ pub async fn scan_mirror(
     }
     Ok(results)
 }
+
+/// Where new serials are announced (webhooks are the Projects' own).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PushArgs {
+    /// MQTT broker on which each new source serial is published (topic
+    /// `rsync/<origin host>/<project>` or the Project's `spec.push.topic`, QoS 1):
+    /// `mqtt://[user@]host[:port]` or `mqtts://…`.
+    #[arg(long, env = "MIRRORFLEET_MQTT")]
+    pub mqtt: Option<String>,
+    /// File whose first line is the broker password (rather than in the URL).
+    #[arg(long, env = "MIRRORFLEET_MQTT_PASSWORD_FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates to trust for `mqtts://` instead of the system's.
+    #[arg(long)]
+    pub mqtt_ca: Option<PathBuf>,
+    /// The origin host in the topics of projects with a local source
+    /// (`rsync/<hub>/<project>`); the machine's hostname by default.
+    #[arg(long)]
+    pub push_hub: Option<String>,
+}
+
+impl PushArgs {
+    /// The push settings these flags give (webhooks only without `--mqtt`).
+    pub fn settings(&self) -> anyhow::Result<mirrorfleet_push::Settings> {
+        let host = mirrorfleet_push::hostname();
+        let broker = match &self.mqtt {
+            None => None,
+            Some(url) => {
+                let id = format!("mirrorfleet-{host}-{}", std::process::id());
+                let mut b = mirrorfleet_push::Broker::parse(url, &id)?;
+                if let Some(f) = &self.mqtt_password_file {
+                    b = b.with_password_file(f)?;
+                }
+                if let Some(f) = &self.mqtt_ca {
+                    b = b.with_ca_file(f)?;
+                }
+                Some(b)
+            }
+        };
+        Ok(mirrorfleet_push::Settings::new(
+            broker,
+            self.push_hub.clone().unwrap_or(host),
+        ))
+    }
+}

@@ -15,7 +15,7 @@ use mirrorfleet_validate::Options;
 mod cmd;
 mod standalone;
 
-use cmd::GitArgs;
+use cmd::{GitArgs, PushArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,6 +73,8 @@ enum Command {
         /// Minutes between mirror scans.
         #[arg(long, default_value_t = 60)]
         mirror_scan_minutes: u64,
+        #[command(flatten)]
+        push: PushArgs,
     },
     /// The Kubernetes operator: leader election (Lease), controllers for Project, Mirror,
     /// Sponsor and RegionRule, health checks and scan Jobs. Uses the in-cluster config or
@@ -119,6 +121,8 @@ enum Command {
         work_dir: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        push: PushArgs,
     },
     /// GeoIP databases.
     Geoip {
@@ -204,6 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             geoip_asn,
             trusted_proxies,
             mirror_scan_minutes,
+            push,
         } => {
             let store = mirrorfleet_store::EmbeddedStore::open(&state_dir)?;
             let path = manifests
@@ -223,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 source_every: std::time::Duration::from_secs(300),
                 mirror_every: std::time::Duration::from_secs(mirror_scan_minutes.max(1) * 60),
                 recheck_every: std::time::Duration::from_secs(5),
+                push: Some(push.settings()?),
             };
             // Keeps the fleet, indexes, availability and health current until dropped.
             let maintenance = standalone::maintain(settings, store.clone()).await?;
@@ -265,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             git_path,
             work_dir,
             store,
+            push,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let config = kube::Config::infer().await.map_err(|e| {
@@ -287,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 git: git
                     .source(&work_dir, &git_path)
                     .map(|s| (s, std::time::Duration::from_secs(git.git_interval.max(1)))),
+                push: Some(push.settings()?),
             };
             mirrorfleet_operator::run::run(config, store.open().await?, settings, cmd::now).await?;
             Ok(ExitCode::SUCCESS)

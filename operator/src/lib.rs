@@ -229,6 +229,8 @@ pub struct Context<S: Store> {
     pub mirror_interval: i64,
     /// Wakes the scan scheduler before its next tick: something it decides from changed.
     pub wake_scheduler: Arc<tokio::sync::Notify>,
+    /// Announces each new index serial the store follower sees (the leader's only).
+    pub push: Option<mirrorfleet_push::Pusher>,
 }
 
 impl<S: Store> Debug for Context<S> {
@@ -269,6 +271,7 @@ impl<S: Store> Context<S> {
             triggers: None,
             mirror_interval: 3600,
             wake_scheduler: Arc::new(tokio::sync::Notify::new()),
+            push: None,
         }
     }
 

@@ -56,6 +56,9 @@ pub struct Settings {
     /// Follow this repository of manifests and apply it to the namespace (polled every
     /// given interval).
     pub git: Option<(mirrorfleet_manifests::GitSource, Duration)>,
+    /// Where new index serials are announced (MQTT, the Projects' webhooks); started once
+    /// this replica leads.
+    pub push: Option<mirrorfleet_push::Settings>,
 }
 
 /// Runs the operator with the API server of `config` until leadership is lost or the
@@ -102,6 +105,14 @@ pub async fn run<S: Store + Clone>(
         ctx = ctx.with_locator(l.clone());
     }
     ctx.wake_scheduler = controllers.finished_jobs();
+    if let Some(push) = settings.push.clone() {
+        match mirrorfleet_push::Pusher::start(push) {
+            Ok(p) => ctx.push = Some(p),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "cannot start pushing to mirrors; going on without")
+            }
+        }
+    }
     let ctx = Arc::new(ctx);
     let following = tokio::spawn(follow_store(store.clone(), ctx.clone(), triggers));
 
@@ -321,13 +332,26 @@ pub async fn forward_transitions(
 
 /// Follows the store until the task is dropped: each change reconciles the objects whose
 /// status it concerns ([`triggers::state_changes`]) — a health verdict its mirror, a scan
-/// its mirror, an index its project and the mirrors carrying it.
+/// its mirror, an index its project and the mirrors carrying it — and each new index serial
+/// is announced to mirrors (`ctx.push`; the serials held at start are not new).
 pub async fn follow_store<S: Store + Clone>(store: S, ctx: Arc<Context<S>>, triggers: Triggers) {
     let mut states = mirrorfleet_store::follow(store, FOLLOW_RESYNC).await;
     let mut last = states.borrow_and_update().clone();
     while states.changed().await.is_ok() {
         let state = states.borrow_and_update().clone();
         let fleet = ctx.latest.borrow().clone();
+        if let Some(pusher) = &ctx.push {
+            for (project, serial) in
+                mirrorfleet_push::new_serials(&last.index_meta, &state.index_meta)
+            {
+                match fleet.project(project) {
+                    Some(p) => pusher.announce(p, serial),
+                    None => {
+                        tracing::debug!(%project, %serial, "an index of a project not in the fleet; not announced")
+                    }
+                }
+            }
+        }
         let changed = triggers::state_changes(&last, &state, &fleet);
         // An index or a scan result can make scans due (a project's first mirror scans).
         if !changed.is_empty() {

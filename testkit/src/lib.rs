@@ -1,5 +1,5 @@
-//! What the tests of every crate start and wait on: real redis-server, redis-sentinel, rsync
-//! daemon, nginx (plain and TLS), vsftpd processes on free loopback ports, each with its own
+//! What the tests of every crate start and wait on: real redis-server, redis-sentinel, mosquitto,
+//! rsync daemon, nginx (plain and TLS), vsftpd processes on free loopback ports, each with its own
 //! config and directory and stopped when dropped; small hostile servers; free ports;
 //! installed programs; with the `kube` feature, a real Kubernetes API server and a runner of
 //! its Jobs; waiting for a condition with a deadline that names what was seen.
@@ -13,9 +13,11 @@
 pub mod git;
 #[cfg(feature = "kube")]
 pub mod kube;
+mod mosquitto;
 mod redis;
 mod servers;
 
+pub use mosquitto::Mosquitto;
 pub use redis::Redis;
 pub use servers::*;
 

@@ -6,8 +6,8 @@
 use mirrorfleet_crds::geo;
 use mirrorfleet_crds::state::{
     Action, FallbackState, FleetState, HashKind, HealthCheckState, LocationState,
-    MirrorProjectState, MirrorState, ProjectState, RestrictionState, RuleState, SourceState,
-    SponsorState,
+    MirrorProjectState, MirrorState, ProjectState, PushState, RestrictionState, RuleState,
+    SourceState, SponsorState,
 };
 use mirrorfleet_crds::v1alpha1::{
     AddressFamily, HashAlgorithm, HealthCheck, RuleAction, ScanProtocol,
@@ -73,6 +73,10 @@ pub fn compile(fleet: &Fleet) -> FleetState {
                     .iter()
                     .map(|c| (c.pattern.clone(), hash_kind(c.algorithm)))
                     .collect(),
+            },
+            push: PushState {
+                topic: spec.push.as_ref().and_then(|p| p.topic.clone()),
+                webhook: spec.push.as_ref().and_then(|p| p.webhook.clone()),
             },
         });
     }

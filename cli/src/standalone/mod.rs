@@ -19,6 +19,7 @@
 //!      ▲  └── mpsc<String> "rescanned" ───▶ [Checker] ── write_health ──▶ store
 //!      └───── mpsc<Transition> (RescanFirst) ──┘  ▲
 //!  [targets] ── watch<Arc<Vec<Target>>> ──────────┘
+//!  [push]  store: a new index serial ──▶ Pusher (MQTT, webhooks; never waits on them)
 //! ```
 //!
 //! Nothing here awaits a scan in a loop that serves other duties: a source scan runs in a task
@@ -27,6 +28,7 @@
 
 mod follower;
 mod mirrors;
+mod push;
 mod sources;
 mod targets;
 
@@ -73,6 +75,8 @@ pub struct Settings {
     pub mirror_every: Duration,
     /// How often mutable metadata of local sources is re-checked.
     pub recheck_every: Duration,
+    /// Where new source serials are announced (MQTT, the Projects' webhooks).
+    pub push: Option<mirrorfleet_push::Settings>,
 }
 
 impl Settings {
@@ -161,6 +165,8 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
         problems: None,
     });
     let schedule = settings.schedule();
+    // The serials held before any task runs are not new (see [`push`]).
+    let held = state.borrow().index_meta.clone();
 
     let mut tasks: JoinSet<&'static str> = JoinSet::new();
     tasks.spawn(named(
@@ -191,6 +197,13 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
             },
         ),
     ));
+    if let Some(push) = settings.push.clone() {
+        let pusher = mirrorfleet_push::Pusher::start(push)?;
+        tasks.spawn(named(
+            "serial announcer",
+            push::announce_serials(held, state.clone(), fleet.clone(), pusher),
+        ));
+    }
     tasks.spawn(named(
         "health targets",
         targets::publish_targets(fleet, state, targets_tx),

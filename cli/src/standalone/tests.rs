@@ -61,6 +61,7 @@ async fn a_slow_source_holds_up_neither_the_follower_nor_mirror_scans() {
         source_every: HOUR,
         mirror_every: HOUR,
         recheck_every: Duration::from_secs(5),
+        push: None,
     };
     let running = maintain(settings, t.store.clone()).await.unwrap();
 
@@ -116,4 +117,93 @@ async fn a_slow_source_holds_up_neither_the_follower_nor_mirror_scans() {
         })
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_new_serial_of_a_local_source_is_announced_on_mqtt_under_the_hub() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    let mosquitto = mirrorfleet_testkit::Mosquitto::start();
+    let (client, mut events) = AsyncClient::new(
+        MqttOptions::new("standalone-test-sub", "127.0.0.1", mosquitto.port),
+        16,
+    );
+    client.subscribe("rsync/#", QoS::AtLeastOnce).await.unwrap();
+    let (tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let _subscriber = super::Task::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            let message = match event {
+                Event::Incoming(Packet::SubAck(_)) => ("subscribed".to_owned(), String::new()),
+                Event::Incoming(Packet::Publish(p)) => {
+                    (p.topic, String::from_utf8_lossy(&p.payload).into_owned())
+                }
+                _ => continue,
+            };
+            let _ = tx.send(message);
+        }
+    });
+    let mut next = async || {
+        tokio::time::timeout(TIMEOUT, messages.recv())
+            .await
+            .expect("no MQTT message before the deadline")
+            .unwrap()
+    };
+    assert_eq!(next().await.0, "subscribed");
+
+    let root = world_readable_tempdir();
+    let tree = root.path().join("demo");
+    write_tree(
+        &tree,
+        &[
+            ("demo.iso", b"demo", 1_795_309_320),
+            ("dists/x/Release", b"1", 1_795_309_320),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let docs = testing::project("demo", &format!("local: {}", tree.display()), "");
+    testing::write_atomically(&dir.path().join("fleet.yaml"), docs);
+    let t = testing::store().await;
+    let mut broker = mirrorfleet_push::Broker::parse(&mosquitto.url(), "standalone-test").unwrap();
+    broker.backoff_max = Duration::from_millis(200);
+    let settings = Settings {
+        manifests: dir.path().to_path_buf(),
+        git: None,
+        locator: None,
+        reload_every: HOUR,
+        source_every: HOUR,
+        mirror_every: HOUR,
+        recheck_every: Duration::from_millis(100),
+        push: Some(mirrorfleet_push::Settings::new(Some(broker), "hub.test")),
+    };
+    let _running = maintain(settings, t.store.clone()).await.unwrap();
+
+    let (topic, first) = next().await;
+    assert_eq!(
+        topic, "rsync/hub.test/demo",
+        "a local source: rsync/<hub>/<project>"
+    );
+    let stored = t
+        .read()
+        .await
+        .index_meta
+        .get("demo")
+        .map(|m| m.serial.clone());
+    assert_eq!(
+        stored.as_deref(),
+        Some(first.as_str()),
+        "the serial the store holds"
+    );
+
+    // A changed Release file is a new serial, announced in its turn.
+    write_tree(&tree, &[("dists/x/Release", b"2", 1_795_309_400)]);
+    let (topic, second) = next().await;
+    assert_eq!(topic, "rsync/hub.test/demo");
+    assert_ne!(second, first, "a new serial");
+    let stored = t
+        .read()
+        .await
+        .index_meta
+        .get("demo")
+        .map(|m| m.serial.clone());
+    assert_eq!(stored.as_deref(), Some(second.as_str()));
 }

@@ -92,6 +92,20 @@ pub struct ProjectState {
     /// Where the authoritative tree is.
     #[serde(default)]
     pub source: SourceState,
+    /// Whom to tell when the source's serial changes.
+    #[serde(default)]
+    pub push: PushState,
+}
+
+/// Where a project's new serials are announced, besides the default MQTT topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PushState {
+    /// The MQTT topic instead of `rsync/<origin host>/<project>`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// A URL that gets a POST with each new serial.
+    #[serde(default)]
+    pub webhook: Option<String>,
 }
 
 /// Where a project's authoritative tree is (exactly one of the three).

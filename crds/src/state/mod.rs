@@ -54,8 +54,8 @@ pub use classes::PathClasses;
 pub use envelope::{Kind, decode, encode};
 pub use fleet::{
     Action, FallbackState, FleetState, HashKind, HealthCheckState, LocationState,
-    MirrorProjectState, MirrorState, ProjectState, RestrictionState, RuleState, SourceState,
-    SponsorState,
+    MirrorProjectState, MirrorState, ProjectState, PushState, RestrictionState, RuleState,
+    SourceState, SponsorState,
 };
 pub use health::{Family, HealthState, MirrorHealth, ProbeScheme};
 pub use index::{CHUNK_FILES, FileEntry, FileIndex, FileRecord, IndexChunk, IndexMeta};
