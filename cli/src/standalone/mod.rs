@@ -109,18 +109,28 @@ pub struct SourceIntervals {
 }
 
 impl Schedule {
-    /// The intervals of `project`'s source scans.
-    pub fn source(&self, _project: &ProjectState) -> SourceIntervals {
+    /// The intervals of `project`'s source scans: the Project's `scan` settings, else these.
+    pub fn source(&self, project: &ProjectState) -> SourceIntervals {
         SourceIntervals {
-            rescan: self.source_every,
-            recheck: self.recheck_every,
+            rescan: seconds_or(project.source_interval_seconds, self.source_every),
+            recheck: seconds_or(project.metadata_recheck_seconds, self.recheck_every),
         }
     }
 
-    /// The interval between scans of `mirror`'s copy of `project`.
-    pub fn mirror(&self, _mirror: &MirrorState, _project: &ProjectState) -> Duration {
-        self.mirror_every
+    /// The interval between scans of `mirror`'s copy of `project`: the Mirror's
+    /// `scan.intervalMinutes`, else the Project's `scan.mirrorIntervalMinutes`, else this
+    /// schedule's.
+    pub fn mirror(&self, mirror: &MirrorState, project: &ProjectState) -> Duration {
+        let given = mirror
+            .scan_interval_seconds
+            .or(project.mirror_interval_seconds);
+        seconds_or(given, self.mirror_every)
     }
+}
+
+/// `seconds` (at least one) when given, else `default`.
+fn seconds_or(seconds: Option<u32>, default: Duration) -> Duration {
+    seconds.map_or(default, |s| Duration::from_secs(u64::from(s.max(1))))
 }
 
 /// The running standalone tasks; dropping it stops them all.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use mirrorfleet_testkit::{rsync_daemon, wait_for, world_readable_tempdir, write_tree};
 
 use super::testing::{self, Staller, TIMEOUT};
-use super::{Settings, maintain};
+use super::{Schedule, Settings, SourceIntervals, maintain};
+use mirrorfleet_crds::state::{MirrorState, ProjectState};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -116,4 +117,60 @@ async fn a_slow_source_holds_up_neither_the_follower_nor_mirror_scans() {
         })
     })
     .await;
+}
+
+#[test]
+fn intervals_given_in_the_fleet_win_over_the_schedule() {
+    let s = Duration::from_secs;
+    let schedule = Schedule {
+        source_every: s(300),
+        recheck_every: s(5),
+        mirror_every: HOUR,
+    };
+    let plain = ProjectState::default();
+    let tuned = ProjectState {
+        source_interval_seconds: Some(60),
+        metadata_recheck_seconds: Some(2),
+        mirror_interval_seconds: Some(600),
+        ..Default::default()
+    };
+    let own = MirrorState {
+        scan_interval_seconds: Some(900),
+        ..Default::default()
+    };
+    let rows = [
+        (
+            &plain,
+            s(300),
+            s(5),
+            "the schedule's when the project says nothing",
+        ),
+        (&tuned, s(60), s(2), "the project's scan settings"),
+    ];
+    for (p, rescan, recheck, rule) in rows {
+        assert_eq!(
+            schedule.source(p),
+            SourceIntervals { rescan, recheck },
+            "{rule}"
+        );
+    }
+    let plain_mirror = MirrorState::default();
+    let rows = [
+        (&plain_mirror, &plain, HOUR, "the schedule's"),
+        (
+            &plain_mirror,
+            &tuned,
+            s(600),
+            "the project's mirrorIntervalMinutes",
+        ),
+        (
+            &own,
+            &tuned,
+            s(900),
+            "the mirror's own intervalMinutes first",
+        ),
+    ];
+    for (m, p, every, rule) in rows {
+        assert_eq!(schedule.mirror(m, p), every, "{rule}");
+    }
 }

@@ -94,6 +94,39 @@ async fn sources_are_rescanned_on_schedule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_project_is_rescanned_on_its_own_interval() {
+    let root = world_readable_tempdir();
+    let (quick, steady) = (root.path().join("quick"), root.path().join("steady"));
+    write_tree(&quick, &[("q.iso", b"q", T)]);
+    write_tree(&steady, &[("s.iso", b"s", T)]);
+    let mut fleet = testing::fleet(&[local("quick", &quick), local("steady", &steady)]);
+    // The CRD counts in minutes; the state in seconds, which a test can make short.
+    for p in &mut fleet.projects {
+        p.source_interval_seconds = Some(if p.name == "quick" { 1 } else { 3600 });
+    }
+    let t = testing::store().await;
+    let (_fleet_tx, fleet) = published(fleet);
+    let _indexer = Task::spawn(index_sources(
+        fleet,
+        t.state.clone(),
+        t.writer.clone(),
+        // The schedule's own interval would rescan both: the projects' must win.
+        schedule(Duration::from_millis(100), HOUR),
+    ));
+    size_in(&t, "quick's first scan", "quick", "q.iso", 1).await;
+    size_in(&t, "steady's first scan", "steady", "s.iso", 1).await;
+    write_tree(&quick, &[("q2.iso", b"q2", T)]);
+    write_tree(&steady, &[("s2.iso", b"s2", T)]);
+    size_in(&t, "quick's rescan a second on", "quick", "q2.iso", 2).await;
+    let held = t.read().await;
+    assert_eq!(
+        held.indexes["steady"].find("s2.iso").map(|e| e.size),
+        None,
+        "steady (an hour's interval) was rescanned within the second quick took"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_whose_source_changed_is_scanned_again_at_once() {
     let root = world_readable_tempdir();
     let (first, second) = (root.path().join("first"), root.path().join("second"));
