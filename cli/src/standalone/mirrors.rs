@@ -93,7 +93,7 @@ pub async fn schedule_scans<S: Store + Clone>(
 }
 
 /// Sleeps until `at`; forever when `None`.
-async fn sleep_until(at: Option<Instant>) {
+pub(super) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

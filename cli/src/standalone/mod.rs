@@ -25,10 +25,12 @@
 //! of its own project, mirror scans in a bounded set the scheduler only collects. Dropping the
 //! [`Standalone`] handle stops every task.
 
+pub mod admin;
 mod follower;
 mod mirrors;
 mod sources;
 mod targets;
+mod tree;
 
 #[cfg(test)]
 mod testing;
@@ -39,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mirrorfleet_crds::state::{MirrorState, ProjectState};
+use mirrorfleet_crds::state::{FleetState, MirrorState, ProjectState};
 use mirrorfleet_geo::Locator;
 use mirrorfleet_health::Checker;
 use mirrorfleet_manifests::GitSource;
@@ -136,7 +138,28 @@ fn seconds_or(seconds: Option<u32>, default: Duration) -> Duration {
 /// The running standalone tasks; dropping it stops them all.
 #[derive(Debug)]
 pub struct Standalone {
+    /// Asks for a project's source to be indexed at once.
+    pub publisher: Publisher,
     _supervisor: Task<()>,
+}
+
+/// Asks the source indexer to index a project at once (`mirrorfleet publish`).
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    fleet: watch::Receiver<Arc<FleetState>>,
+    requests: mpsc::Sender<String>,
+}
+
+impl Publisher {
+    /// Asks for `project` to be indexed now; `false` when the fleet has no such project.
+    pub fn publish(&self, project: &str) -> bool {
+        if self.fleet.borrow().project(project).is_none() {
+            return false;
+        }
+        // A full queue already holds requests that will index it.
+        let _ = self.requests.try_send(project.to_owned());
+        true
+    }
 }
 
 /// Loads the manifests (an error when they have problems), writes the fleet, then starts the
@@ -171,6 +194,11 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
         problems: None,
     });
     let schedule = settings.schedule();
+    let (publish_tx, publish_rx) = mpsc::channel(64);
+    let publisher = Publisher {
+        fleet: fleet.clone(),
+        requests: publish_tx,
+    };
 
     let mut tasks: JoinSet<&'static str> = JoinSet::new();
     tasks.spawn(named(
@@ -185,7 +213,13 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
     ));
     tasks.spawn(named(
         "source indexer",
-        sources::index_sources(fleet.clone(), state.clone(), writer.clone(), schedule),
+        sources::index_sources(
+            fleet.clone(),
+            state.clone(),
+            writer.clone(),
+            schedule,
+            publish_rx,
+        ),
     ));
     tasks.spawn(named(
         "mirror scan scheduler",
@@ -220,6 +254,7 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
         }
     });
     Ok(Standalone {
+        publisher,
         _supervisor: supervisor,
     })
 }
