@@ -384,10 +384,11 @@ const MAX_PROBED: usize = 16;
 /// since the last look without listing it: the content of its trace file when the project
 /// names one; else, on HTTP, the size, `Last-Modified` and `ETag` of (up to 16 of) the
 /// mutable metadata files `index` holds. `None` when neither applies (an rsync upstream
-/// without a trace file is left to the periodic scans), or for a local source.
+/// without a trace file is left to the periodic scans; so is an HTTP one without an index
+/// yet), or for a local source.
 pub async fn probe_upstream(
     project: &ProjectState,
-    index: &FileIndex,
+    index: Option<&FileIndex>,
     limits: &Limits,
 ) -> Result<Option<String>, ScanError> {
     let base = match (&project.source.rsync, &project.source.http) {
@@ -398,9 +399,9 @@ pub async fn probe_upstream(
     if let Some(trace) = &project.trace_file {
         return fetch_small(&client, base, trace, limits).await.map(Some);
     }
-    if base.starts_with("rsync://") {
+    let Some(index) = index.filter(|_| !base.starts_with("rsync://")) else {
         return Ok(None);
-    }
+    };
     let classes = PathClasses::of(project).map_err(|why| ScanError::BadUrl {
         url: base.clone(),
         why,

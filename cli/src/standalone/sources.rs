@@ -118,6 +118,9 @@ struct Scanned {
     index: FileIndex,
     /// Files left as they were because they are still being written.
     unsettled: usize,
+    /// An upstream's fingerprint taken before it was listed: a later probe that differs
+    /// means a change the index may not have.
+    fingerprint: Option<String>,
 }
 
 /// Indexes one project until `project` closes: a scan at once, then every `rescan` interval
@@ -179,6 +182,7 @@ pub async fn index_project<S: Store + Clone>(
                             tracing::debug!(project = %p.name, files = scanned.unsettled, "files still being written; looking again shortly");
                             next_scan = next_scan.min(Instant::now() + SETTLE);
                         }
+                        fingerprint = scanned.fingerprint;
                         let index = scanned.index;
                         if current.as_ref().is_some_and(|c| c.serial == index.serial) {
                             tracing::debug!(project = %p.name, serial = %index.serial, ?took, "source unchanged");
@@ -227,7 +231,7 @@ pub async fn index_project<S: Store + Clone>(
                         ..scan::Limits::default()
                     };
                     probing = Some(Task::spawn(async move {
-                        run::probe_upstream(&project, &held, &limits).await
+                        run::probe_upstream(&project, Some(&held), &limits).await
                     }));
                 }
             }
@@ -270,10 +274,20 @@ fn watch_tree(p: &ProjectState) -> Option<tree::TreeWatch> {
 /// written are not indexed half-written, or its upstream.
 async fn scan(project: &ProjectState, previous: Option<&FileIndex>) -> Result<Scanned, ScanError> {
     let Some(root) = &project.source.local else {
-        let index = run::scan_source(project, previous, &scan::Limits::default(), false).await?;
+        let limits = scan::Limits::default();
+        // Taken first, so that a change during the listing shows in the next probe.
+        let fingerprint = match run::probe_upstream(project, previous, &limits).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(project = %project.name, error = %mirrorfleet_runtime::error_chain(&e), "upstream probe failed");
+                None
+            }
+        };
+        let index = run::scan_source(project, previous, &limits, false).await?;
         return Ok(Scanned {
             index,
             unsettled: 0,
+            fingerprint,
         });
     };
     let limits = scan::Limits {
@@ -301,6 +315,7 @@ async fn scan(project: &ProjectState, previous: Option<&FileIndex>) -> Result<Sc
     Ok(Scanned {
         index: scanned.index,
         unsettled: scanned.unsettled.len(),
+        fingerprint: None,
     })
 }
 

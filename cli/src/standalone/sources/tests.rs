@@ -346,3 +346,42 @@ async fn a_file_still_being_written_is_not_indexed_until_it_is_done() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_upstream_trace_file_is_indexed_at_once() {
+    let root = world_readable_tempdir();
+    write_tree(
+        root.path(),
+        &[("trace", b"1795309320\n", T), ("a.iso", b"a", T)],
+    );
+    let upstream = mirrorfleet_testkit::nginx(root.path());
+    let mut fleet = testing::fleet(&[testing::project(
+        "p",
+        &format!("http: http://127.0.0.1:{}/", upstream.port),
+        "  traceFile: trace\n",
+    )]);
+    fleet.projects[0].metadata_recheck_seconds = Some(1);
+    let t = testing::store().await;
+    let (_fleet_tx, fleet) = published(fleet);
+    let _indexer = Task::spawn(index_sources(
+        fleet,
+        t.state.clone(),
+        t.writer.clone(),
+        schedule(HOUR, HOUR),
+        publish_nothing(),
+    ));
+    size_in(&t, "the first scan", "p", "a.iso", 1).await;
+
+    // The archive publishes: a new file, then the trace. No full scan is due for an hour.
+    write_tree(root.path(), &[("b.iso", b"bb", T + 60)]);
+    write_tree(root.path(), &[("trace", b"1795309380\n", T + 60)]);
+    let took = index_within(
+        &t,
+        "b.iso indexed after the trace changed",
+        Duration::from_secs(5),
+        "p",
+        |i| holds(i, "b.iso", Some(2)),
+    )
+    .await;
+    eprintln!("a trace change indexed after {took:?}");
+}
