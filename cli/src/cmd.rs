@@ -185,3 +185,53 @@ impl PushArgs {
         ))
     }
 }
+
+/// `mirrorfleet publish` against standalone: `POST <url>/-/publish/<project>` with the token
+/// of `token_file`; the listener's answer, or an error saying what it refused and why.
+pub async fn publish_standalone(
+    project: &str,
+    url: &str,
+    token_file: &std::path::Path,
+) -> anyhow::Result<String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let token = crate::standalone::admin::read_token(token_file)?;
+    let endpoint = format!(
+        "{}{}{project}",
+        url.trim_end_matches('/'),
+        crate::standalone::admin::PUBLISH
+    );
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot set up an HTTP client: {e}"))?;
+    let resp = client
+        .post(&endpoint)
+        .bearer_auth(&*token)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin listener at {endpoint}: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{endpoint} refused the publish ({status}): {}", body.trim());
+    }
+    Ok(body)
+}
+
+/// `mirrorfleet publish --kubernetes`: sets the Project's `scan-requested` annotation, which
+/// the operator answers by indexing the source at once (and then removes).
+pub async fn publish_kubernetes(project: &str, namespace: &str) -> anyhow::Result<()> {
+    use kube::api::{Api, Patch, PatchParams};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot find the Kubernetes API (in-cluster or kubeconfig): {e}")
+    })?;
+    let api: Api<mirrorfleet_crds::v1alpha1::Project> = Api::namespaced(client, namespace);
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {mirrorfleet_operator::jobs::SCAN_REQUESTED: now().to_string()}}
+    });
+    api.patch(project, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot annotate Project {namespace}/{project}: {e}"))?;
+    Ok(())
+}

@@ -70,11 +70,46 @@ enum Command {
         /// Proxies (CIDR) whose forwarding headers are believed.
         #[arg(long = "trusted-proxy", value_delimiter = ',')]
         trusted_proxies: Vec<ipnet::IpNet>,
-        /// Minutes between mirror scans.
+        /// Minutes between mirror scans (when neither the Mirror nor the Project sets it).
         #[arg(long, default_value_t = 60)]
         mirror_scan_minutes: u64,
         #[command(flatten)]
         push: PushArgs,
+        /// Address of the admin listener (`POST /-/publish/<project>`, for `mirrorfleet
+        /// publish`); needs --admin-token-file.
+        #[arg(long, requires = "admin_token_file")]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// File whose first line is the bearer token the admin listener asks for.
+        #[arg(long, requires = "admin_listen")]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Tell mirrorfleet that a project's archive has new files, for it to index them at once:
+    /// standalone's admin listener (--url, --token-file), or in a cluster the Project's
+    /// `mirrorfleet.io/scan-requested` annotation (--kubernetes).
+    Publish {
+        /// The project.
+        #[arg(long)]
+        project: String,
+        /// The standalone admin listener, e.g. http://127.0.0.1:8081.
+        #[arg(
+            long,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        url: Option<String>,
+        /// File whose first line is the admin token.
+        #[arg(
+            long,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        token_file: Option<PathBuf>,
+        /// Annotate the Project in the cluster instead (in-cluster config or kubeconfig).
+        #[arg(long)]
+        kubernetes: bool,
+        /// Namespace of the Project (with --kubernetes).
+        #[arg(long, env = "MIRRORFLEET_NAMESPACE", default_value = "mirrorfleet")]
+        namespace: String,
     },
     /// The Kubernetes operator: leader election (Lease), controllers for Project, Mirror,
     /// Sponsor and RegionRule, health checks and scan Jobs. Uses the in-cluster config or
@@ -209,7 +244,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             trusted_proxies,
             mirror_scan_minutes,
             push,
+            admin_listen,
+            admin_token_file,
         } => {
+            let admin = match (admin_listen, &admin_token_file) {
+                (Some(addr), Some(file)) => {
+                    let token = standalone::admin::read_token(file)?;
+                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                        anyhow::anyhow!("cannot listen on {addr} (--admin-listen): {e}")
+                    })?;
+                    tracing::info!(%addr, "admin listener");
+                    Some((listener, token))
+                }
+                _ => None,
+            };
             let store = mirrorfleet_store::EmbeddedStore::open(&state_dir)?;
             let path = manifests
                 .as_ref()
@@ -232,6 +280,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // Keeps the fleet, indexes, availability and health current until dropped.
             let maintenance = standalone::maintain(settings, store.clone()).await?;
+            let _admin = admin.map(|(listener, token)| {
+                tokio::spawn(standalone::admin::serve(
+                    listener,
+                    token,
+                    maintenance.publisher.clone(),
+                ))
+            });
             let geo = Geo::open(geoip_city, geoip_asn)?;
             let mut listeners = Vec::new();
             for addr in &listen {
@@ -324,6 +379,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             skip_foreign,
         } => validate(&paths, format, Options { skip_foreign }),
+        Command::Publish {
+            project,
+            url,
+            token_file,
+            kubernetes,
+            namespace,
+        } => {
+            if kubernetes {
+                cmd::publish_kubernetes(&project, &namespace).await?;
+                println!("asked the operator to index project {project} (namespace {namespace})");
+            } else {
+                let (Some(url), Some(token_file)) = (url, token_file) else {
+                    anyhow::bail!("--url and --token-file are needed without --kubernetes");
+                };
+                let answer = cmd::publish_standalone(&project, &url, &token_file).await?;
+                print!("{answer}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             print!("{}", mirrorfleet_crds::v1alpha1::crds_yaml());
             Ok(ExitCode::SUCCESS)

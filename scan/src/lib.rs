@@ -61,6 +61,10 @@ pub struct Limits {
     pub concurrency: usize,
     /// Deadline of one connection or request.
     pub io_timeout: Duration,
+    /// A local file modified less than this long ago is probably still being written: a
+    /// source scan leaves it as the previous index had it (or out) and counts it unsettled,
+    /// for the caller to look again shortly. Zero: every file is taken as it is.
+    pub settle: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +77,7 @@ impl Default for Limits {
             max_requests: 100_000,
             concurrency: 4,
             io_timeout: Duration::from_secs(30),
+            settle: Duration::ZERO,
         }
     }
 }

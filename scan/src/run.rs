@@ -377,6 +377,71 @@ pub async fn scan_source(
     ))
 }
 
+/// Most mutable metadata files a probe looks at (without a trace file).
+const MAX_PROBED: usize = 16;
+
+/// A cheap fingerprint of an upstream source (rsync or HTTP), to tell whether it changed
+/// since the last look without listing it: the content of its trace file when the project
+/// names one; else, on HTTP, the size, `Last-Modified` and `ETag` of (up to 16 of) the
+/// mutable metadata files `index` holds. `None` when neither applies (an rsync upstream
+/// without a trace file is left to the periodic scans; so is an HTTP one without an index
+/// yet), or for a local source.
+pub async fn probe_upstream(
+    project: &ProjectState,
+    index: Option<&FileIndex>,
+    limits: &Limits,
+) -> Result<Option<String>, ScanError> {
+    let base = match (&project.source.rsync, &project.source.http) {
+        (Some(url), _) | (None, Some(url)) if project.source.local.is_none() => url,
+        _ => return Ok(None),
+    };
+    let client = http::client(limits.io_timeout)?;
+    if let Some(trace) = &project.trace_file {
+        return fetch_small(&client, base, trace, limits).await.map(Some);
+    }
+    let Some(index) = index.filter(|_| !base.starts_with("rsync://")) else {
+        return Ok(None);
+    };
+    let classes = PathClasses::of(project).map_err(|why| ScanError::BadUrl {
+        url: base.clone(),
+        why,
+    })?;
+    let mut fingerprint = String::new();
+    for e in index
+        .iter()
+        .filter(|e| classes.is_mutable(e.path))
+        .take(MAX_PROBED)
+    {
+        let encoded: Vec<String> = e.path.split('/').map(http::percent_encode).collect();
+        let url = http::join_url(base, &encoded.join("/"));
+        let resp = client
+            .head(&url)
+            .timeout(limits.io_timeout)
+            .send()
+            .await
+            .map_err(|err| ScanError::Http {
+                url: url.clone(),
+                why: err.to_string(),
+            })?;
+        let header = |name: reqwest::header::HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        fingerprint.push_str(&format!(
+            "{} {} {} {} {}\n",
+            e.path,
+            resp.status().as_u16(),
+            header(reqwest::header::CONTENT_LENGTH),
+            header(reqwest::header::LAST_MODIFIED),
+            header(reqwest::header::ETAG),
+        ));
+    }
+    Ok((!fingerprint.is_empty()).then_some(fingerprint))
+}
+
 /// Fetches a small file (a checksum file) from an rsync or HTTP upstream.
 async fn fetch_small(
     client: &reqwest::Client,

@@ -30,6 +30,9 @@ pub struct SourceScan {
     pub reused: u64,
     /// Entries left out, with why (outside symlinks, special files, names that are not UTF-8).
     pub skipped: Vec<(String, &'static str)>,
+    /// Files modified within [`Limits::settle`]: kept as the previous index had them, or
+    /// left out when it had none. A scan a moment later takes them as they are then.
+    pub unsettled: Vec<String>,
 }
 
 struct Found {
@@ -37,6 +40,8 @@ struct Found {
     path: PathBuf,
     size: u64,
     mtime: i64,
+    /// Modified within the settle time.
+    recent: bool,
 }
 
 /// Scans the local tree at `root`.
@@ -121,11 +126,18 @@ pub fn scan_local(
                         limit: limits.max_entries,
                     });
                 }
+                let recent = !limits.settle.is_zero()
+                    && meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+                        .is_some_and(|age| age < limits.settle);
                 found.push(Found {
                     rel,
                     path,
                     size: meta.len(),
                     mtime: meta.mtime(),
+                    recent,
                 });
             } else {
                 skipped.push((rel, "not a regular file"));
@@ -135,7 +147,24 @@ pub fn scan_local(
     let mut records = Vec::with_capacity(found.len());
     let mut to_hash = Vec::new();
     let mut reused = 0;
+    let mut unsettled = Vec::new();
     for f in found {
+        if f.recent {
+            // Probably still being written: the version indexed before, if any, stands.
+            if let Some(e) = previous.and_then(|p| p.find(&f.rel)) {
+                records.push(FileRecord {
+                    path: f.rel.clone(),
+                    size: e.size,
+                    mtime: e.mtime,
+                    digests: kinds
+                        .iter()
+                        .map(|k| e.digest(*k).map(<[u8]>::to_vec))
+                        .collect(),
+                });
+            }
+            unsettled.push(f.rel);
+            continue;
+        }
         let kept = previous
             .and_then(|p| p.find(&f.rel))
             .filter(|e| e.size == f.size && e.mtime == f.mtime)
@@ -209,6 +238,7 @@ pub fn scan_local(
         hashed_bytes,
         reused,
         skipped,
+        unsettled,
     })
 }
 

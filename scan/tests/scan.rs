@@ -590,3 +590,55 @@ async fn trace_only_mirrors_are_trusted_up_to_their_last_sync() {
         "{err}"
     );
 }
+
+#[test]
+fn a_file_modified_within_the_settle_time_keeps_its_previous_version_or_stays_out() {
+    let root = world_readable_tempdir();
+    write_tree(
+        root.path(),
+        &[("old.iso", b"old", T), ("grows.iso", b"gr", T)],
+    );
+    let kinds = [HashKind::Sha256];
+    let settling = Limits {
+        settle: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let first = source::scan_local("p", root.path(), &kinds, None, &settling, false).unwrap();
+    assert_eq!(first.index.len(), 2, "files of long ago are settled");
+    assert!(first.unsettled.is_empty());
+
+    // Being written now (its mtime is the current time): one file grows, one appears.
+    std::fs::write(root.path().join("grows.iso"), b"growing").unwrap();
+    std::fs::write(root.path().join("new.iso"), b"half").unwrap();
+    let second = source::scan_local(
+        "p",
+        root.path(),
+        &kinds,
+        Some(&first.index),
+        &settling,
+        false,
+    )
+    .unwrap();
+    assert_eq!(second.unsettled, ["grows.iso", "new.iso"]);
+    assert_eq!(
+        second.index.find("grows.iso").map(|e| e.size),
+        Some(2),
+        "the previous version stands"
+    );
+    assert!(second.index.find("new.iso").is_none(), "a new file waits");
+
+    let taken = source::scan_local(
+        "p",
+        root.path(),
+        &kinds,
+        Some(&second.index),
+        &Limits::default(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        taken.index.find("new.iso").map(|e| e.size),
+        Some(4),
+        "no settle time"
+    );
+}

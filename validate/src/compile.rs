@@ -36,6 +36,7 @@ pub fn compile(fleet: &Fleet) -> FleetState {
     for p in &fleet.projects {
         let spec = &p.resource.spec;
         let classes = spec.path_classes.clone().unwrap_or_default();
+        let scan = spec.scan.as_ref();
         out.projects.push(ProjectState {
             name: p.name().to_owned(),
             display_name: spec
@@ -78,6 +79,13 @@ pub fn compile(fleet: &Fleet) -> FleetState {
                 topic: spec.push.as_ref().and_then(|p| p.topic.clone()),
                 webhook: spec.push.as_ref().and_then(|p| p.webhook.clone()),
             },
+            source_interval_seconds: scan
+                .and_then(|s| s.source_interval_minutes)
+                .map(|m| m.saturating_mul(60)),
+            metadata_recheck_seconds: scan.and_then(|s| s.metadata_recheck_seconds),
+            mirror_interval_seconds: scan
+                .and_then(|s| s.mirror_interval_minutes)
+                .map(|m| m.saturating_mul(60)),
         });
     }
     for m in &fleet.mirrors {
@@ -145,6 +153,11 @@ pub fn compile(fleet: &Fleet) -> FleetState {
                 .map(str::to_owned)
                 .collect(),
             scan_timeout_seconds: spec.scan.as_ref().and_then(|s| s.timeout_seconds),
+            scan_interval_seconds: spec
+                .scan
+                .as_ref()
+                .and_then(|s| s.interval_minutes)
+                .map(|m| m.saturating_mul(60)),
             health_check: health_check(spec.health_check.as_ref()),
         });
     }

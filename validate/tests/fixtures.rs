@@ -222,4 +222,19 @@ fn the_example_fleet_compiles() {
     assert!(!json.contains("noc@"), "contacts never reach the state");
     let frankfurt = state.mirror("rhein-frankfurt").unwrap();
     assert_eq!(frankfurt.maintenance, vec![(1_796_518_800, 1_796_526_000)]);
+    let debian = state.project("debian").unwrap();
+    assert_eq!(
+        (
+            debian.source_interval_seconds,
+            debian.mirror_interval_seconds,
+            debian.metadata_recheck_seconds
+        ),
+        (Some(600), Some(3600), Some(5)),
+        "scan settings in seconds"
+    );
+    let fedora = state.project("fedora").unwrap();
+    assert_eq!(fedora.metadata_recheck_seconds, None, "left to the default");
+    let saopaulo = state.mirror("southern-cross-saopaulo").unwrap();
+    assert_eq!(saopaulo.scan_interval_seconds, Some(90 * 60));
+    assert_eq!(frankfurt.scan_interval_seconds, None);
 }

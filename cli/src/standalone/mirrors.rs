@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mirrorfleet_crds::state::{FileIndex, FleetState, MirrorState, ProjectState};
 use mirrorfleet_health::{Change, Transition};
@@ -92,7 +93,7 @@ pub async fn schedule_scans<S: Store + Clone>(
 }
 
 /// Sleeps until `at`; forever when `None`.
-async fn sleep_until(at: Option<Instant>) {
+pub(super) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -111,6 +112,8 @@ struct Scheduler<S> {
     /// Mirrors to report rescanned, with the projects still to scan.
     rescans: HashMap<String, HashSet<String>>,
     scans: JoinSet<Done>,
+    /// Where every pair's slots are counted from.
+    epoch: Instant,
 }
 
 impl<S: Store + Clone> Scheduler<S> {
@@ -129,6 +132,7 @@ impl<S: Store + Clone> Scheduler<S> {
             running: HashMap::new(),
             rescans: HashMap::new(),
             scans: JoinSet::new(),
+            epoch: Instant::now(),
         }
     }
 
@@ -175,7 +179,8 @@ impl<S: Store + Clone> Scheduler<S> {
         now: Instant,
     ) {
         let every = self.settings.schedule.mirror(mirror, project);
-        self.due.insert(pair.clone(), now + every);
+        let next = next_slot(self.epoch, now, every, phase(&pair));
+        self.due.insert(pair.clone(), next);
         let counts = self
             .rescans
             .get(&pair.0)
@@ -321,6 +326,32 @@ impl<S: Store + Clone> Scheduler<S> {
             self.report(&m);
         }
     }
+}
+
+/// A pair's stable place in any interval, as a fraction of it (FNV-1a of its names): the
+/// scans of many pairs with one interval spread over it instead of coming in one burst.
+pub fn phase((mirror, project): &Pair) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in mirror.bytes().chain([0]).chain(project.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// When a pair scanned at `now` is due next: the first of its slots — `epoch + phase ×
+/// every + k × every` — later than `now` by at least half an interval (so that a scan
+/// started late, or the first one, is not followed at once by another).
+pub fn next_slot(epoch: Instant, now: Instant, every: Duration, phase: f64) -> Instant {
+    let every_ns = every.as_nanos().max(1);
+    let offset = (every_ns as f64 * phase.clamp(0.0, 1.0)) as u128 % every_ns;
+    let since = now.saturating_duration_since(epoch).as_nanos() + every_ns / 2;
+    let at = if since < offset {
+        offset
+    } else {
+        offset + ((since - offset) / every_ns + 1) * every_ns
+    };
+    epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -26,11 +26,13 @@
 //! of its own project, mirror scans in a bounded set the scheduler only collects. Dropping the
 //! [`Standalone`] handle stops every task.
 
+pub mod admin;
 mod follower;
 mod mirrors;
 mod push;
 mod sources;
 mod targets;
+mod tree;
 
 #[cfg(test)]
 mod testing;
@@ -41,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mirrorfleet_crds::state::{MirrorState, ProjectState};
+use mirrorfleet_crds::state::{FleetState, MirrorState, ProjectState};
 use mirrorfleet_geo::Locator;
 use mirrorfleet_health::Checker;
 use mirrorfleet_manifests::GitSource;
@@ -113,24 +115,55 @@ pub struct SourceIntervals {
 }
 
 impl Schedule {
-    /// The intervals of `project`'s source scans.
-    pub fn source(&self, _project: &ProjectState) -> SourceIntervals {
+    /// The intervals of `project`'s source scans: the Project's `scan` settings, else these.
+    pub fn source(&self, project: &ProjectState) -> SourceIntervals {
         SourceIntervals {
-            rescan: self.source_every,
-            recheck: self.recheck_every,
+            rescan: seconds_or(project.source_interval_seconds, self.source_every),
+            recheck: seconds_or(project.metadata_recheck_seconds, self.recheck_every),
         }
     }
 
-    /// The interval between scans of `mirror`'s copy of `project`.
-    pub fn mirror(&self, _mirror: &MirrorState, _project: &ProjectState) -> Duration {
-        self.mirror_every
+    /// The interval between scans of `mirror`'s copy of `project`: the Mirror's
+    /// `scan.intervalMinutes`, else the Project's `scan.mirrorIntervalMinutes`, else this
+    /// schedule's.
+    pub fn mirror(&self, mirror: &MirrorState, project: &ProjectState) -> Duration {
+        let given = mirror
+            .scan_interval_seconds
+            .or(project.mirror_interval_seconds);
+        seconds_or(given, self.mirror_every)
     }
+}
+
+/// `seconds` (at least one) when given, else `default`.
+fn seconds_or(seconds: Option<u32>, default: Duration) -> Duration {
+    seconds.map_or(default, |s| Duration::from_secs(u64::from(s.max(1))))
 }
 
 /// The running standalone tasks; dropping it stops them all.
 #[derive(Debug)]
 pub struct Standalone {
+    /// Asks for a project's source to be indexed at once.
+    pub publisher: Publisher,
     _supervisor: Task<()>,
+}
+
+/// Asks the source indexer to index a project at once (`mirrorfleet publish`).
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    fleet: watch::Receiver<Arc<FleetState>>,
+    requests: mpsc::Sender<String>,
+}
+
+impl Publisher {
+    /// Asks for `project` to be indexed now; `false` when the fleet has no such project.
+    pub fn publish(&self, project: &str) -> bool {
+        if self.fleet.borrow().project(project).is_none() {
+            return false;
+        }
+        // A full queue already holds requests that will index it.
+        let _ = self.requests.try_send(project.to_owned());
+        true
+    }
 }
 
 /// Loads the manifests (an error when they have problems), writes the fleet, then starts the
@@ -167,6 +200,11 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
     let schedule = settings.schedule();
     // The serials held before any task runs are not new (see [`push`]).
     let held = state.borrow().index_meta.clone();
+    let (publish_tx, publish_rx) = mpsc::channel(64);
+    let publisher = Publisher {
+        fleet: fleet.clone(),
+        requests: publish_tx,
+    };
 
     let mut tasks: JoinSet<&'static str> = JoinSet::new();
     tasks.spawn(named(
@@ -181,7 +219,13 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
     ));
     tasks.spawn(named(
         "source indexer",
-        sources::index_sources(fleet.clone(), state.clone(), writer.clone(), schedule),
+        sources::index_sources(
+            fleet.clone(),
+            state.clone(),
+            writer.clone(),
+            schedule,
+            publish_rx,
+        ),
     ));
     tasks.spawn(named(
         "mirror scan scheduler",
@@ -223,6 +267,7 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
         }
     });
     Ok(Standalone {
+        publisher,
         _supervisor: supervisor,
     })
 }

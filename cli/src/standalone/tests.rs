@@ -7,7 +7,8 @@ use std::time::Duration;
 use mirrorfleet_testkit::{rsync_daemon, wait_for, world_readable_tempdir, write_tree};
 
 use super::testing::{self, Staller, TIMEOUT};
-use super::{Settings, maintain};
+use super::{Schedule, Settings, SourceIntervals, maintain};
+use mirrorfleet_crds::state::{MirrorState, ProjectState};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -117,6 +118,153 @@ async fn a_slow_source_holds_up_neither_the_follower_nor_mirror_scans() {
         })
     })
     .await;
+}
+
+#[test]
+fn intervals_given_in_the_fleet_win_over_the_schedule() {
+    let s = Duration::from_secs;
+    let schedule = Schedule {
+        source_every: s(300),
+        recheck_every: s(5),
+        mirror_every: HOUR,
+    };
+    let plain = ProjectState::default();
+    let tuned = ProjectState {
+        source_interval_seconds: Some(60),
+        metadata_recheck_seconds: Some(2),
+        mirror_interval_seconds: Some(600),
+        ..Default::default()
+    };
+    let own = MirrorState {
+        scan_interval_seconds: Some(900),
+        ..Default::default()
+    };
+    let rows = [
+        (
+            &plain,
+            s(300),
+            s(5),
+            "the schedule's when the project says nothing",
+        ),
+        (&tuned, s(60), s(2), "the project's scan settings"),
+    ];
+    for (p, rescan, recheck, rule) in rows {
+        assert_eq!(
+            schedule.source(p),
+            SourceIntervals { rescan, recheck },
+            "{rule}"
+        );
+    }
+    let plain_mirror = MirrorState::default();
+    let rows = [
+        (&plain_mirror, &plain, HOUR, "the schedule's"),
+        (
+            &plain_mirror,
+            &tuned,
+            s(600),
+            "the project's mirrorIntervalMinutes",
+        ),
+        (
+            &own,
+            &tuned,
+            s(900),
+            "the mirror's own intervalMinutes first",
+        ),
+    ];
+    for (m, p, every, rule) in rows {
+        assert_eq!(schedule.mirror(m, p), every, "{rule}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_needs_the_token_and_then_indexes_at_once() {
+    let root = world_readable_tempdir();
+    let t0 = 1_795_309_320;
+    write_tree(root.path(), &[("a.iso", b"a", t0)]);
+    // An upstream without a trace file: without publish, only the hourly scan would look.
+    let daemon = rsync_daemon(&[("up", root.path())]);
+    let dir = tempfile::tempdir().unwrap();
+    testing::write_atomically(
+        &dir.path().join("fleet.yaml"),
+        testing::project(
+            "p",
+            &format!("rsync: rsync://127.0.0.1:{}/up/", daemon.port),
+            "",
+        ),
+    );
+    let t = testing::store().await;
+    let settings = Settings {
+        manifests: dir.path().to_path_buf(),
+        git: None,
+        locator: None,
+        reload_every: HOUR,
+        source_every: HOUR,
+        mirror_every: HOUR,
+        recheck_every: HOUR,
+        push: None,
+    };
+    let running = maintain(settings, t.store.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let _admin = super::Task::spawn(super::admin::serve(
+        listener,
+        "s3cret".into(),
+        running.publisher.clone(),
+    ));
+    let tokens = tempfile::tempdir().unwrap();
+    let (right, wrong) = (tokens.path().join("right"), tokens.path().join("wrong"));
+    std::fs::write(&right, "s3cret\n").unwrap();
+    std::fs::write(&wrong, "guess\n").unwrap();
+    t.until("the first index", |s| match s.indexes.get("p") {
+        Some(_) => Ok(()),
+        None => Err("no index".into()),
+    })
+    .await;
+
+    write_tree(root.path(), &[("b.iso", b"bb", t0)]);
+    let refused = crate::cmd::publish_standalone("p", &url, &wrong)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("401"), "a wrong token: {refused}");
+    let unknown = crate::cmd::publish_standalone("nope", &url, &right)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("404") && unknown.contains("\"nope\""),
+        "an unknown project: {unknown}"
+    );
+    let held = t.read().await;
+    assert!(
+        held.indexes["p"].find("b.iso").is_none(),
+        "refused publishes indexed nothing"
+    );
+
+    let start = std::time::Instant::now();
+    let answer = crate::cmd::publish_standalone("p", &url, &right)
+        .await
+        .unwrap();
+    assert!(answer.contains("indexing project p"), "{answer}");
+    wait_for(
+        "b.iso indexed after the publish",
+        Duration::from_secs(2),
+        || {
+            let seen = t
+                .state
+                .borrow()
+                .indexes
+                .get("p")
+                .and_then(|i| i.find("b.iso").map(|e| e.size));
+            std::future::ready(if seen == Some(2) {
+                Ok(())
+            } else {
+                Err(format!("b.iso {seen:?}"))
+            })
+        },
+    )
+    .await;
+    eprintln!("publish → indexed in {:?}", start.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

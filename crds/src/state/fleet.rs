@@ -92,6 +92,18 @@ pub struct ProjectState {
     /// Where the authoritative tree is.
     #[serde(default)]
     pub source: SourceState,
+    /// Seconds between full scans of the source (`scan.sourceIntervalMinutes`); `None`: the
+    /// indexer's default (5 minutes).
+    #[serde(default)]
+    pub source_interval_seconds: Option<u32>,
+    /// Seconds between cheap rechecks of the source's mutable metadata, or of an upstream's
+    /// trace file (`scan.metadataRecheckSeconds`); `None`: the default (5 s).
+    #[serde(default)]
+    pub metadata_recheck_seconds: Option<u32>,
+    /// Seconds between scans of each mirror carrying the project
+    /// (`scan.mirrorIntervalMinutes`); `None`: the scheduler's default (60 minutes).
+    #[serde(default)]
+    pub mirror_interval_seconds: Option<u32>,
     /// Whom to tell when the source's serial changes.
     #[serde(default)]
     pub push: PushState,
@@ -215,6 +227,10 @@ pub struct MirrorState {
     /// Deadline of one scan in seconds, if set.
     #[serde(default)]
     pub scan_timeout_seconds: Option<u32>,
+    /// Seconds between scans of each project it carries (`scan.intervalMinutes`); `None`:
+    /// the project's `mirror_interval_seconds`, else the scheduler's default.
+    #[serde(default)]
+    pub scan_interval_seconds: Option<u32>,
     /// Health check settings.
     #[serde(default)]
     pub health_check: HealthCheckState,

@@ -276,6 +276,48 @@ fn availability_round_trips() {
 }
 
 #[test]
+fn a_fleet_stored_before_the_scan_settings_still_decodes() {
+    let mut fleet = FleetState {
+        projects: vec![ProjectState {
+            name: "debian".into(),
+            source_interval_seconds: Some(60),
+            metadata_recheck_seconds: Some(2),
+            mirror_interval_seconds: Some(600),
+            ..Default::default()
+        }],
+        mirrors: vec![MirrorState {
+            name: "m".into(),
+            scan_interval_seconds: Some(300),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut json = serde_json::to_value(&fleet).unwrap();
+    for (list, keys) in [
+        (
+            "projects",
+            &[
+                "source_interval_seconds",
+                "metadata_recheck_seconds",
+                "mirror_interval_seconds",
+            ][..],
+        ),
+        ("mirrors", &["scan_interval_seconds"][..]),
+    ] {
+        for key in keys {
+            let removed = json[list][0].as_object_mut().unwrap().remove(*key);
+            assert!(removed.is_some(), "{list}[0].{key} is stored");
+        }
+    }
+    let old = envelope::encode(envelope::Kind::Fleet, &serde_json::to_vec(&json).unwrap());
+    fleet.projects[0].source_interval_seconds = None;
+    fleet.projects[0].metadata_recheck_seconds = None;
+    fleet.projects[0].mirror_interval_seconds = None;
+    fleet.mirrors[0].scan_interval_seconds = None;
+    assert_eq!(FleetState::decode(&old).unwrap(), fleet);
+}
+
+#[test]
 fn fleet_and_health_round_trip() {
     let fleet = FleetState {
         projects: vec![ProjectState {

@@ -15,7 +15,9 @@ use mirrorfleet_testkit::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::{ScanSettings, Scheduler, schedule_scans};
+use tokio::time::Instant;
+
+use super::{ScanSettings, Scheduler, next_slot, phase, schedule_scans};
 use crate::standalone::testing::{self, Staller, TIMEOUT, TestStore, published};
 use crate::standalone::{MAX_SCANS, Schedule, Task};
 
@@ -340,4 +342,55 @@ async fn no_more_than_max_scans_run_at_once() {
         s.start_due(&state).is_some(),
         "nothing left to start but next hour's scans"
     );
+}
+
+#[test]
+fn the_next_scan_falls_on_the_pairs_slot_half_an_interval_to_one_and_a_half_away() {
+    let epoch = Instant::now();
+    let s = Duration::from_secs;
+    // (phase, scanned at, due at; seconds from the epoch, interval 100 s)
+    let rows = [
+        (
+            0.25,
+            0,
+            125,
+            "the first scan: the slot after the next half interval",
+        ),
+        (
+            0.25,
+            130,
+            225,
+            "on schedule: the next slot, one interval on",
+        ),
+        (
+            0.25,
+            176,
+            325,
+            "a slot closer than half an interval is skipped",
+        ),
+        (
+            0.9,
+            0,
+            90,
+            "a late phase: its first slot is within the interval",
+        ),
+        (0.0, 0, 100, "phase zero: whole intervals"),
+    ];
+    for (phase, now, due, rule) in rows {
+        let at = next_slot(epoch, epoch + s(now), s(100), phase);
+        assert_eq!(at - epoch, s(due), "{rule}");
+    }
+}
+
+#[test]
+fn pairs_spread_over_the_interval() {
+    let mut deciles = BTreeSet::new();
+    for m in 0..40 {
+        let p = phase(&(format!("mirror-{m}"), "debian".to_owned()));
+        assert!((0.0..1.0).contains(&p), "phase {p} of mirror-{m}");
+        deciles.insert((p * 10.0) as u32);
+    }
+    assert!(deciles.len() >= 8, "40 pairs land in deciles {deciles:?}");
+    let pair = ("m".to_owned(), "a".to_owned());
+    assert_eq!(phase(&pair), phase(&pair.clone()), "stable");
 }
