@@ -35,7 +35,7 @@ pub struct ScanSettings {
 }
 
 /// (mirror, project).
-type Pair = (String, String);
+pub type Pair = (String, String);
 
 type Done = (Pair, Result<run::MirrorScan, ScanError>);
 
@@ -50,13 +50,15 @@ struct Running {
 
 /// Schedules mirror scans of `fleet` against the indexes of `state`, writing through
 /// `writer`, until `fleet` or `state` closes. Transitions come from the health checker;
-/// mirrors rescanned as they asked go back on `rescanned`.
+/// mirrors rescanned as they asked go back on `rescanned`; a (mirror, project) on `reports`
+/// (the mirror said it synced) is scanned at once — after the scan running, if one is.
 pub async fn schedule_scans<S: Store + Clone>(
     mut fleet: watch::Receiver<Arc<FleetState>>,
     mut state: watch::Receiver<Arc<LoadedState>>,
     writer: StateWriter<S>,
     mut transitions: mpsc::Receiver<Transition>,
     rescanned: mpsc::Sender<String>,
+    mut reports: mpsc::Receiver<Pair>,
     settings: ScanSettings,
 ) {
     let mut s = Scheduler::new(
@@ -66,6 +68,7 @@ pub async fn schedule_scans<S: Store + Clone>(
         fleet.borrow_and_update().clone(),
     );
     let mut transitions_open = true;
+    let mut reports_open = true;
     loop {
         let held = state.borrow_and_update().clone();
         let wake = s.start_due(&held);
@@ -85,6 +88,10 @@ pub async fn schedule_scans<S: Store + Clone>(
             t = transitions.recv(), if transitions_open => match t {
                 Some(t) => s.transition(&t),
                 None => transitions_open = false,
+            },
+            r = reports.recv(), if reports_open => match r {
+                Some(pair) => s.reported(pair),
+                None => reports_open = false,
             },
             Some(done) = s.scans.join_next_with_id(), if !s.scans.is_empty() => s.finished(done),
             () = sleep_until(wake) => {}
@@ -111,6 +118,8 @@ struct Scheduler<S> {
     running: HashMap<Pair, Running>,
     /// Mirrors to report rescanned, with the projects still to scan.
     rescans: HashMap<String, HashSet<String>>,
+    /// Pairs reported synced while their scan ran: scanned again once it ends.
+    again: HashSet<Pair>,
     scans: JoinSet<Done>,
     /// Where every pair's slots are counted from.
     epoch: Instant,
@@ -131,6 +140,7 @@ impl<S: Store + Clone> Scheduler<S> {
             due: HashMap::new(),
             running: HashMap::new(),
             rescans: HashMap::new(),
+            again: HashSet::new(),
             scans: JoinSet::new(),
             epoch: Instant::now(),
         }
@@ -219,6 +229,9 @@ impl<S: Store + Clone> Scheduler<S> {
         let Some(run) = self.running.remove(&pair) else {
             return;
         };
+        if self.again.remove(&pair) {
+            self.due.remove(&pair);
+        }
         let (mirror, project) = (&pair.0, &pair.1);
         match outcome {
             Ok(Ok(s)) => {
@@ -232,6 +245,24 @@ impl<S: Store + Clone> Scheduler<S> {
                 tracing::warn!(%mirror, %project, error = %mirrorfleet_runtime::error_chain(&e), "mirror scan failed")
             }
             Err(e) => tracing::error!(%mirror, %project, error = %e, "mirror scan task failed"),
+        }
+    }
+
+    /// The mirror says it synced the project: a hint, checked by scanning that pair now (or
+    /// right after the scan running). Pairs the fleet does not have are ignored.
+    fn reported(&mut self, pair: Pair) {
+        let carried = self
+            .fleet
+            .mirror(&pair.0)
+            .is_some_and(|m| m.projects.iter().any(|c| c.project == pair.1));
+        if !carried {
+            return;
+        }
+        tracing::info!(mirror = %pair.0, project = %pair.1, "sync reported; scanning it now");
+        if self.running.contains_key(&pair) {
+            self.again.insert(pair);
+        } else {
+            self.due.remove(&pair);
         }
     }
 

@@ -227,6 +227,14 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
             publish_rx,
         ),
     ));
+    // Sync reports from mirrors (MQTT), checked against the fleet and rate-limited.
+    let (reports_tx, reports_rx) = mpsc::channel::<mirrors::Pair>(256);
+    if let Some(broker) = settings.push.as_ref().and_then(|p| p.broker.clone()) {
+        tasks.spawn(named(
+            "sync reports",
+            push::follow_reports(broker, fleet.clone(), reports_tx),
+        ));
+    }
     tasks.spawn(named(
         "mirror scan scheduler",
         mirrors::schedule_scans(
@@ -235,6 +243,7 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
             writer.clone(),
             transitions_rx,
             rescanned_tx,
+            reports_rx,
             mirrors::ScanSettings {
                 schedule,
                 max_scans: MAX_SCANS,

@@ -60,12 +60,29 @@ impl Trees {
 }
 
 /// The scheduler on `fleet` with mirror scans every `every`; the checker's ends of the
-/// transition and rescanned channels.
+/// transition and rescanned channels (no sync reports).
 fn start(
     t: &TestStore,
     fleet: watch::Receiver<Arc<FleetState>>,
     every: Duration,
 ) -> (Task<()>, mpsc::Sender<Transition>, mpsc::Receiver<String>) {
+    let (task, transitions, rescanned, _reports) = start_reported(t, fleet, every);
+    (task, transitions, rescanned)
+}
+
+/// [`start`], with the sending end of the sync reports too.
+#[allow(clippy::type_complexity)]
+fn start_reported(
+    t: &TestStore,
+    fleet: watch::Receiver<Arc<FleetState>>,
+    every: Duration,
+) -> (
+    Task<()>,
+    mpsc::Sender<Transition>,
+    mpsc::Receiver<String>,
+    mpsc::Sender<(String, String)>,
+) {
+    let (reports_tx, reports) = mpsc::channel(16);
     let (transitions_tx, transitions) = mpsc::channel(16);
     let (rescanned, rescanned_rx) = mpsc::channel(16);
     let settings = ScanSettings {
@@ -82,9 +99,10 @@ fn start(
         t.writer.clone(),
         transitions,
         rescanned,
+        reports,
         settings,
     ));
-    (task, transitions_tx, rescanned_rx)
+    (task, transitions_tx, rescanned_rx, reports_tx)
 }
 
 /// What the checker sends when `mirror` answers again after a long outage.
@@ -237,6 +255,50 @@ async fn a_scan_in_flight_when_a_rescan_is_asked_for_does_not_count_for_it() {
     slow.release(1);
     let reported = within("m to be reported rescanned", TIMEOUT, rescanned.recv()).await;
     assert_eq!(reported.as_deref(), Some("m"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_sync_is_scanned_at_once_and_reports_of_others_change_nothing() {
+    let trees = trees();
+    let fleet = testing::fleet(&[
+        trees.project("a"),
+        testing::SPONSOR.into(),
+        testing::mirror("m", &[("a", &trees.module("a"))]),
+    ]);
+    let t = testing::store().await;
+    t.index(fleet.project("a").unwrap()).await;
+    let (_fleet_tx, fleet_rx) = published(fleet);
+    let (_scheduler, _transitions, _rescanned, reports) = start_reported(&t, fleet_rx, HOUR);
+    let missing = |want: u64| {
+        move |s: &mirrorfleet_store::LoadedState| match s
+            .availability
+            .get(&("m".into(), "a".into()))
+        {
+            Some(a) if a.counts.missing == want => Ok(a.scanned_at),
+            seen => Err(format!("{:?}", seen.map(|a| a.counts))),
+        }
+    };
+    t.until("the mirror lacking b.deb scanned", missing(1))
+        .await;
+    // The mirror syncs b.deb, and says so; its next scan is an hour away.
+    write_tree(
+        &trees.root.path().join("a"),
+        &[("pool/b.deb", b"bbbbbb", T)],
+    );
+    // Reports the fleet does not have go nowhere (the scheduler drops them)…
+    reports.send(("nobody".into(), "a".into())).await.unwrap();
+    reports.send(("m".into(), "zzz".into())).await.unwrap();
+    // …and the right one has it scanned at once.
+    reports.send(("m".into(), "a".into())).await.unwrap();
+    t.until("the synced mirror scanned again", missing(0)).await;
+    assert!(
+        !t.read()
+            .await
+            .availability
+            .keys()
+            .any(|(m, p)| m == "nobody" || p == "zzz"),
+        "nothing scanned for reports of pairs the fleet does not have"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
