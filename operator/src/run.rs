@@ -131,7 +131,16 @@ pub async fn run<S: Store + Clone>(
         settings.jobs.clone(),
         settings.scan_interval_seconds,
     );
-    let scheduling = tokio::spawn(scheduler.run(ctx.clone(), targets_tx, rescan_rx, rescanned_tx));
+    // Mirrors' sync reports (MQTT): each one checked against the fleet asks for a scan of
+    // that (mirror, project).
+    let (reports_tx, reports_rx) = mpsc::channel::<(String, String)>(256);
+    let reporting = settings
+        .push
+        .as_ref()
+        .and_then(|p| p.broker.clone())
+        .map(|broker| tokio::spawn(follow_reports(broker, ctx.clone(), reports_tx)));
+    let scheduling =
+        tokio::spawn(scheduler.run(ctx.clone(), targets_tx, rescan_rx, rescanned_tx, reports_rx));
     let git = settings.git.clone().map(|(source, every)| {
         tokio::spawn(crate::gitsync::follow(
             client.clone(),
@@ -152,6 +161,7 @@ pub async fn run<S: Store + Clone>(
     for t in [checking, forwarding, scheduling, following]
         .into_iter()
         .chain(git)
+        .chain(reporting)
     {
         t.abort();
     }
@@ -315,6 +325,42 @@ where
         });
     Controller::for_stream(events.applied_objects(), cache)
 }
+
+/// At most one sync report acted on per mirror in this time (a report costs a scan Job).
+const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// Reads mirrors' sync reports (`mirrorfleet/report/<mirror>`) from `broker` and sends each
+/// (mirror, project) of the fleet to `scans`, at most one per mirror every
+/// [`REPORT_EVERY`], waking the scheduler: a report is a hint that the scan checks, never
+/// trusted alone. Reports of unknown mirrors or of projects a mirror does not carry, and
+/// garbage, are logged and change nothing.
+pub async fn follow_reports<S: Store>(
+    broker: mirrorfleet_push::Broker,
+    ctx: Arc<Context<S>>,
+    scans: mpsc::Sender<(String, String)>,
+) {
+    use mirrorfleet_push::report;
+    let mut reports = report::subscribe(broker, REPORTS);
+    let mut limit = report::RateLimit::new(REPORT_EVERY);
+    while let Some(r) = reports.recv().await {
+        let fleet = ctx.latest.borrow().clone();
+        if let Err(why) = report::check(&r, &fleet) {
+            tracing::warn!(mirror = %r.mirror, project = %r.project, %why, "sync report ignored");
+            continue;
+        }
+        if !limit.allow(&r.mirror, std::time::Instant::now()) {
+            continue;
+        }
+        tracing::info!(mirror = %r.mirror, project = %r.project, serial = %r.serial, "sync reported");
+        if scans.send((r.mirror, r.project)).await.is_err() {
+            return;
+        }
+        ctx.wake_scheduler.notify_one();
+    }
+}
+
+/// Where mirrors publish their sync reports: `<prefix>/<mirror>`.
+pub const REPORTS: &str = "mirrorfleet/report";
 
 /// Forwards the checker's transitions until it stops: a mirror answering again after a long
 /// outage goes to `rescan` (its status follows from the store, [`follow_store`]).

@@ -11,7 +11,7 @@
 //! its only writes are Job creations and the annotation's removal. One step
 //! ([`Scheduler::step`]) decides from what it is given, so that it can be tested alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,7 +118,10 @@ impl Scheduler {
         targets: watch::Sender<Arc<Vec<Target>>>,
         mut rescan: mpsc::Receiver<String>,
         rescanned: mpsc::Sender<String>,
+        mut reports: mpsc::Receiver<(String, String)>,
     ) {
+        // (mirror, project) pairs their mirror reported synced, scanned as if requested.
+        let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
         // Mirrors back from a long outage, and when that was noticed.
         let mut wanted_rescan: BTreeMap<String, i64> = BTreeMap::new();
         // Jobs created that the cache may not show yet, with when.
@@ -134,6 +137,9 @@ impl Scheduler {
             }
             while let Ok(m) = rescan.try_recv() {
                 wanted_rescan.insert(m, (ctx.now)());
+            }
+            while let Ok(pair) = reports.try_recv() {
+                reported.insert(pair);
             }
             let state = match ctx.state().await {
                 Ok(state) => state,
@@ -158,7 +164,14 @@ impl Scheduler {
             });
             jobs.extend(created.iter().map(|(_, j)| j.clone()));
             let step = self
-                .step(&ctx.caches, &fleet, &state, &jobs, &mut wanted_rescan, now)
+                .step(
+                    &ctx.caches,
+                    &fleet,
+                    &state,
+                    &jobs,
+                    (&mut wanted_rescan, &mut reported),
+                    now,
+                )
                 .await;
             for s in &step.started {
                 ctx.metrics.scan_jobs.inc();
@@ -177,17 +190,19 @@ impl Scheduler {
     /// then the fleet's mirrors' projects that have an index — from the scans in `state` and
     /// the scan `jobs` (running ones, failures in a row and the wait after them), until the
     /// cap on running Jobs; removes `scan-requested` annotations once every scan they asked
-    /// for has started; forgets from `wanted_rescan` the mirrors whose every project was
-    /// scanned since their outage ended. Stops at the first failed request.
+    /// for has started; forgets from `wanted.0` the mirrors whose every project was scanned
+    /// since their outage ended, and from `wanted.1` the (mirror, project) pairs reported
+    /// synced once their scan started. Stops at the first failed request.
     pub async fn step(
         &self,
         caches: &Caches,
         fleet: &FleetState,
         state: &LoadedState,
         jobs: &[Arc<Job>],
-        wanted_rescan: &mut BTreeMap<String, i64>,
+        wanted: (&mut BTreeMap<String, i64>, &mut BTreeSet<(String, String)>),
         now: i64,
     ) -> Step {
+        let (wanted_rescan, reported) = wanted;
         let mut step = Step::default();
         let mut active = jobs.iter().filter(|j| !jobs::finished(j)).count();
         let mut look = Look {
@@ -198,7 +213,7 @@ impl Scheduler {
         };
         let outcome = match self.sources(&mut look, caches, fleet, state).await {
             Ok(()) => {
-                self.mirrors(&mut look, caches, fleet, state, wanted_rescan)
+                self.mirrors(&mut look, caches, fleet, state, wanted_rescan, reported)
                     .await
             }
             Err(e) => Err(e),
@@ -256,6 +271,7 @@ impl Scheduler {
         fleet: &FleetState,
         state: &LoadedState,
         wanted_rescan: &mut BTreeMap<String, i64>,
+        reported: &mut BTreeSet<(String, String)>,
     ) -> Result<(), Stop> {
         let ns = self.namespace.as_str();
         for m in &fleet.mirrors {
@@ -282,11 +298,13 @@ impl Scheduler {
                 let interval =
                     jobs::mirror_interval(&obj, project.as_deref(), self.interval_seconds);
                 let history = jobs::history(look.jobs, p, Some(&m.name));
+                let pair = (m.name.clone(), p.to_owned());
+                let synced = reported.contains(&pair);
                 let facts = ScanFacts {
                     last_scan,
                     last_sync: avail.and_then(|a| a.last_sync),
                     running: history.running,
-                    requested: requested || stale,
+                    requested: requested || stale || synced,
                     retry_at: history.retry_at(interval),
                 };
                 let Some(due) = jobs::due(&facts, interval, look.now) else {
@@ -296,6 +314,7 @@ impl Scheduler {
                 };
                 let job = jobs::scan_job(&obj, p, &self.jobs, look.now);
                 self.start(look, job, p, Some(&m.name), due).await?;
+                reported.remove(&pair);
             }
             if requested && request_served {
                 self.clear_request::<Mirror>(&m.name).await?;

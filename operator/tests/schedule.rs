@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -37,6 +37,8 @@ struct World {
     caches: Caches,
     fleet: FleetState,
     store: RedisStore,
+    /// Pairs reported synced, as the scheduler's loop keeps them.
+    reported: BTreeSet<(String, String)>,
     _redis: mirrorfleet_testkit::Redis,
 }
 
@@ -76,6 +78,7 @@ async fn world_of(project: Project, mirrors: Vec<Mirror>, max_concurrent: usize)
         },
         fleet,
         store,
+        reported: BTreeSet::new(),
         _redis: redis,
     }
 }
@@ -202,10 +205,16 @@ async fn step(
     wanted: &mut BTreeMap<String, i64>,
     requests: impl AsyncFnOnce(&mut Mock),
 ) -> Step {
-    let (scheduler, caches, fleet, mock) = (&w.scheduler, &w.caches, &w.fleet, &mut w.mock);
+    let (scheduler, caches, fleet, mock, reported) = (
+        &w.scheduler,
+        &w.caches,
+        &w.fleet,
+        &mut w.mock,
+        &mut w.reported,
+    );
     let both = async {
         tokio::join!(
-            scheduler.step(caches, fleet, state, jobs, wanted, NOW),
+            scheduler.step(caches, fleet, state, jobs, (wanted, reported), NOW),
             requests(mock)
         )
     };
@@ -450,4 +459,25 @@ async fn failing_scans_are_retried_after_a_wait_that_doubles() {
     .await;
     let m1 = scan_of("m1");
     assert_eq!(started(&s), [(Some("m1"), m1.as_str(), Due::Retry)]);
+}
+
+#[tokio::test]
+async fn a_reported_sync_gets_its_scan_at_once_once() {
+    let mut w = world(vec![mirror("m1", "acme"), mirror("m2", "acme")], 4).await;
+    // Both scanned a minute ago: nothing is due but what a report asks for.
+    w.scanned("m1", NOW - 60).await;
+    w.scanned("m2", NOW - 60).await;
+    let state = w.state().await;
+    let mut wanted = BTreeMap::new();
+    w.reported.insert(("m2".into(), "videolan".into()));
+    let s = step(&mut w, &state, &[], &mut wanted, async |mock: &mut Mock| {
+        created(mock, "m2").await;
+    })
+    .await;
+    let m2 = scan_of("m2");
+    assert_eq!(started(&s), [(Some("m2"), m2.as_str(), Due::Requested)]);
+    assert!(w.reported.is_empty(), "served: {:?}", w.reported);
+    // Served once: the next step starts nothing.
+    let s = step(&mut w, &state, &[], &mut wanted, async |_: &mut Mock| {}).await;
+    assert!(s.started.is_empty(), "{s:?}");
 }
