@@ -25,6 +25,7 @@
 
 pub mod assess;
 pub mod client;
+mod controllers;
 mod error;
 pub mod gitsync;
 pub mod jobs;
