@@ -65,6 +65,9 @@ use self::triggers::Triggers;
 /// The field manager of every status the operator applies.
 pub const MANAGER: &str = "mirrorfleet";
 
+/// How long one look at the caches' readiness waits before looking again.
+const READY_LOOK: Duration = Duration::from_millis(50);
+
 /// The caches of the four kinds, filled by the controllers' watches.
 #[derive(Clone)]
 pub struct Caches {
@@ -92,16 +95,29 @@ impl Debug for Caches {
 }
 
 impl Caches {
+    /// Waits (at most 30 s) until the four caches are filled.
+    ///
+    /// kube's `Store::wait_until_ready` wakes only the last of several concurrent waiters (a
+    /// oneshot receiver keeps one waker), and the controllers' runners wait on the same
+    /// stores: a reconcile waiting there could sleep until its timeout — the ~30 s before
+    /// any status after a start. So each wait is short and taken again: a missed wake-up
+    /// costs at most [`READY_LOOK`].
     async fn ready(&self) -> Result<(), Error> {
-        let all = async {
-            self.projects.wait_until_ready().await.ok()?;
-            self.mirrors.wait_until_ready().await.ok()?;
-            self.sponsors.wait_until_ready().await.ok()?;
-            self.rules.wait_until_ready().await.ok()
-        };
-        match tokio::time::timeout(Duration::from_secs(30), all).await {
-            Ok(Some(())) => Ok(()),
-            _ => Err(Error::NotReady),
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let all = async {
+                self.projects.wait_until_ready().await.ok()?;
+                self.mirrors.wait_until_ready().await.ok()?;
+                self.sponsors.wait_until_ready().await.ok()?;
+                self.rules.wait_until_ready().await.ok()
+            };
+            match tokio::time::timeout(READY_LOOK, all).await {
+                Ok(Some(())) => return Ok(()),
+                // A writer dropped: the controllers stopped.
+                Ok(None) => return Err(Error::NotReady),
+                Err(_) if tokio::time::Instant::now() >= deadline => return Err(Error::NotReady),
+                Err(_) => {}
+            }
         }
     }
 

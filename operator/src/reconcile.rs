@@ -56,9 +56,11 @@ pub async fn reconcile<K: Reconciled, S: Store>(
     ctx: Arc<Context<S>>,
 ) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc(K::KIND);
+    tracing::debug!(kind = K::KIND, name = %obj.name_any(), generation = ?obj.meta().generation, "reconcile");
     let a = ctx.sync_fleet().await?;
     let new = obj.desired(&a, &ctx).await?;
     ctx.apply_status(&*obj, obj.status(), &new).await?;
+    tracing::debug!(kind = K::KIND, name = %obj.name_any(), "reconciled");
     let now = (ctx.now)();
     Ok(match obj.changes_at(&a, now) {
         Some(at) => Action::requeue(Duration::from_secs((at - now).clamp(1, 86_400) as u64)),

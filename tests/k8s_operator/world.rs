@@ -308,7 +308,11 @@ impl Operator {
             .args(extra)
             .env("KUBECONFIG", &cluster.operator_kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("MIRRORFLEET_TEST_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
