@@ -276,6 +276,37 @@ async fn trace_only(
     Ok(availability)
 }
 
+/// Scans `project`'s local tree at `root` on the blocking pool (hashing only what changed
+/// since `previous`), logging what was left out.
+pub async fn scan_local(
+    project: &ProjectState,
+    root: &Path,
+    previous: Option<&FileIndex>,
+    limits: &Limits,
+    progress: bool,
+) -> Result<source::SourceScan, ScanError> {
+    let (name, root, kinds, prev, limits) = (
+        project.name.clone(),
+        root.to_path_buf(),
+        project.hashes.clone(),
+        previous.cloned(),
+        *limits,
+    );
+    let scan = tokio::task::spawn_blocking(move || {
+        source::scan_local(&name, &root, &kinds, prev.as_ref(), &limits, progress)
+    })
+    .await
+    .map_err(|e| ScanError::Io {
+        what: "source scan task failed for",
+        path: project.name.clone(),
+        source: std::io::Error::other(e),
+    })??;
+    for (path, why) in scan.skipped.iter().take(20) {
+        tracing::info!(project = %project.name, path, why, "left out of the index");
+    }
+    Ok(scan)
+}
+
 /// Builds a project's index from its source: a local tree, or an upstream listing with digests
 /// from the project's checksum files.
 pub async fn scan_source(
@@ -285,32 +316,7 @@ pub async fn scan_source(
     progress: bool,
 ) -> Result<FileIndex, ScanError> {
     if let Some(root) = &project.source.local {
-        let (name, root, kinds, prev, limits) = (
-            project.name.clone(),
-            root.clone(),
-            project.hashes.clone(),
-            previous.cloned(),
-            *limits,
-        );
-        let scan = tokio::task::spawn_blocking(move || {
-            source::scan_local(
-                &name,
-                Path::new(&root),
-                &kinds,
-                prev.as_ref(),
-                &limits,
-                progress,
-            )
-        })
-        .await
-        .map_err(|e| ScanError::Io {
-            what: "source scan task failed for",
-            path: project.name.clone(),
-            source: std::io::Error::other(e),
-        })??;
-        for (path, why) in scan.skipped.iter().take(20) {
-            tracing::info!(project = %project.name, path, why, "left out of the index");
-        }
+        let scan = scan_local(project, Path::new(root), previous, limits, progress).await?;
         return Ok(scan.index);
     }
     let client = http::client(limits.io_timeout)?;

@@ -294,24 +294,7 @@ async fn scan(project: &ProjectState, previous: Option<&FileIndex>) -> Result<Sc
         settle: SETTLE,
         ..scan::Limits::default()
     };
-    let (name, root, kinds, prev) = (
-        project.name.clone(),
-        PathBuf::from(root),
-        project.hashes.clone(),
-        previous.cloned(),
-    );
-    let scanned = tokio::task::spawn_blocking(move || {
-        scan::source::scan_local(&name, &root, &kinds, prev.as_ref(), &limits, false)
-    })
-    .await
-    .map_err(|e| ScanError::Io {
-        what: "source scan task failed for",
-        path: project.name.clone(),
-        source: std::io::Error::other(e),
-    })??;
-    for (path, why) in scanned.skipped.iter().take(20) {
-        tracing::debug!(project = %project.name, path, why, "left out of the index");
-    }
+    let scanned = run::scan_local(project, Path::new(root), previous, &limits, false).await?;
     Ok(Scanned {
         index: scanned.index,
         unsettled: scanned.unsettled.len(),
