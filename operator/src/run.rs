@@ -20,7 +20,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use mirrorfleet_health::{self as health, Checker, Transition};
 use mirrorfleet_runtime::error_chain;
-use mirrorfleet_store::{StateWriter, Store};
+use mirrorfleet_store::{LoadedState, StateWriter, Store};
 use tokio::sync::mpsc;
 
 pub use crate::controllers::Controllers;
@@ -109,7 +109,8 @@ pub async fn run<S: Store + Clone>(
         }
     }
     let ctx = Arc::new(ctx);
-    let following = tokio::spawn(follow_store(store.clone(), ctx.clone(), triggers));
+    let states = mirrorfleet_store::follow(store.clone(), FOLLOW_RESYNC).await;
+    let following = tokio::spawn(follow_store(states.clone(), ctx.clone(), triggers));
 
     // Health: targets follow the fleet and the scans; a verdict reaches the store, and from
     // there the mirror's status (follow_store).
@@ -126,16 +127,26 @@ pub async fn run<S: Store + Clone>(
         settings.jobs.clone(),
         settings.scan_interval_seconds,
     );
-    // Mirrors' sync reports (MQTT): each one checked against the fleet asks for a scan of
-    // that (mirror, project).
+    // Mirrors' sync reports (MQTT), each checked against the fleet, go to the targeted
+    // checks, which also follow every index change: a HEAD per changed file proves what a
+    // mirror holds without a scan Job. What they cannot prove asks for a scan.
     let (reports_tx, reports_rx) = mpsc::channel::<(String, String)>(256);
     let reporting = settings
         .push
         .as_ref()
         .and_then(|p| p.broker.clone())
         .map(|broker| tokio::spawn(follow_reports(broker, ctx.clone(), reports_tx)));
+    let (scans_tx, scans_rx) = mpsc::channel::<(String, String)>(256);
+    let checking_changes = tokio::spawn(mirrorfleet_scan::verify::follow(
+        ctx.latest.subscribe(),
+        states,
+        StateWriter::new(store.clone()),
+        reports_rx,
+        scans_tx,
+        mirrorfleet_scan::verify::Settings::default(),
+    ));
     let scheduling =
-        tokio::spawn(scheduler.run(ctx.clone(), targets_tx, rescan_rx, rescanned_tx, reports_rx));
+        tokio::spawn(scheduler.run(ctx.clone(), targets_tx, rescan_rx, rescanned_tx, scans_rx));
     let git = settings.git.clone().map(|(source, every)| {
         tokio::spawn(crate::gitsync::follow(
             client.clone(),
@@ -153,10 +164,16 @@ pub async fn run<S: Store + Clone>(
     if outcome.is_ok() {
         elector.release().await;
     }
-    for t in [checking, forwarding, scheduling, following]
-        .into_iter()
-        .chain(git)
-        .chain(reporting)
+    for t in [
+        checking,
+        checking_changes,
+        forwarding,
+        scheduling,
+        following,
+    ]
+    .into_iter()
+    .chain(git)
+    .chain(reporting)
     {
         t.abort();
     }
@@ -164,18 +181,18 @@ pub async fn run<S: Store + Clone>(
     outcome
 }
 
-/// At most one sync report acted on per mirror in this time (a report costs a scan Job).
-const REPORT_EVERY: Duration = Duration::from_secs(30);
+/// At most one sync report acted on per (mirror, project) in this time (a report costs a
+/// round of HEADs, or a scan Job).
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Reads mirrors' sync reports (`mirrorfleet/report/<mirror>`) from `broker` and sends each
-/// (mirror, project) of the fleet to `scans`, at most one per mirror every
-/// [`REPORT_EVERY`], waking the scheduler: a report is a hint that the scan checks, never
-/// trusted alone. Reports of unknown mirrors or of projects a mirror does not carry, and
+/// (mirror, project) of the fleet to `checks`, at most one per pair every [`REPORT_EVERY`]:
+/// a report is a hint that targeted checks (or a scan) verify, never trusted alone. Reports of unknown mirrors or of projects a mirror does not carry, and
 /// garbage, are logged and change nothing.
 pub async fn follow_reports<S: Store>(
     broker: mirrorfleet_push::Broker,
     ctx: Arc<Context<S>>,
-    scans: mpsc::Sender<(String, String)>,
+    checks: mpsc::Sender<(String, String)>,
 ) {
     use mirrorfleet_push::report;
     let mut reports = report::subscribe(broker, REPORTS);
@@ -186,14 +203,13 @@ pub async fn follow_reports<S: Store>(
             tracing::warn!(mirror = %r.mirror, project = %r.project, %why, "sync report ignored");
             continue;
         }
-        if !limit.allow(&r.mirror, std::time::Instant::now()) {
+        if !limit.allow(&r.mirror, &r.project, std::time::Instant::now()) {
             continue;
         }
         tracing::info!(mirror = %r.mirror, project = %r.project, serial = %r.serial, "sync reported");
-        if scans.send((r.mirror, r.project)).await.is_err() {
+        if checks.send((r.mirror, r.project)).await.is_err() {
             return;
         }
-        ctx.wake_scheduler.notify_one();
     }
 }
 
@@ -218,8 +234,11 @@ pub async fn forward_transitions(
 /// status it concerns ([`triggers::state_changes`]) — a health verdict its mirror, a scan
 /// its mirror, an index its project and the mirrors carrying it — and each new index serial
 /// is announced to mirrors (`ctx.push`; the serials held at start are not new).
-pub async fn follow_store<S: Store + Clone>(store: S, ctx: Arc<Context<S>>, triggers: Triggers) {
-    let mut states = mirrorfleet_store::follow(store, FOLLOW_RESYNC).await;
+pub async fn follow_store<S: Store + Clone>(
+    mut states: tokio::sync::watch::Receiver<Arc<LoadedState>>,
+    ctx: Arc<Context<S>>,
+    triggers: Triggers,
+) {
     let mut last = states.borrow_and_update().clone();
     while states.changed().await.is_ok() {
         let state = states.borrow_and_update().clone();

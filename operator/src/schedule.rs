@@ -127,6 +127,7 @@ impl Scheduler {
         // Jobs created that the cache may not show yet, with when.
         let mut created: Vec<(i64, Arc<Job>)> = Vec::new();
         let mut tick = tokio::time::interval(TICK);
+        let mut reports_open = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -134,6 +135,13 @@ impl Scheduler {
                     // Whatever else woke it meanwhile is looked at in the same step.
                     tokio::time::sleep(WAKE_COALESCE).await;
                 }
+                pair = reports.recv(), if reports_open => match pair {
+                    Some(pair) => {
+                        reported.insert(pair);
+                        tokio::time::sleep(WAKE_COALESCE).await;
+                    }
+                    None => reports_open = false,
+                },
             }
             while let Ok(m) = rescan.try_recv() {
                 wanted_rescan.insert(m, (ctx.now)());

@@ -67,7 +67,11 @@ async fn leader(objects: Vec<(&str, Value)>) -> Leader {
         .with_triggers(triggers.clone()),
     );
     let tasks = vec![
-        tokio::spawn(follow_store(store.clone(), ctx.clone(), triggers)),
+        tokio::spawn(follow_store(
+            mirrorfleet_store::follow(store.clone(), std::time::Duration::from_secs(300)).await,
+            ctx.clone(),
+            triggers,
+        )),
         tokio::spawn(controllers.run(ctx, streams)),
     ];
     Leader {

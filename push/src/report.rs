@@ -81,15 +81,16 @@ pub fn check(report: &Report, fleet: &FleetState) -> Result<(), String> {
     Ok(())
 }
 
-/// At most one report acted on per mirror every `every`.
+/// At most one report acted on per (mirror, project) every `every`: an agent reporting
+/// each of its projects in turn has every report heard.
 #[derive(Debug)]
 pub struct RateLimit {
     every: Duration,
-    last: HashMap<String, Instant>,
+    last: HashMap<(String, String), Instant>,
 }
 
 impl RateLimit {
-    /// A limit of one report per mirror every `every`.
+    /// A limit of one report per (mirror, project) every `every`.
     pub fn new(every: Duration) -> RateLimit {
         RateLimit {
             every,
@@ -97,12 +98,15 @@ impl RateLimit {
         }
     }
 
-    /// Whether a report of `mirror` at `now` may be acted on (and if so, it is counted).
-    pub fn allow(&mut self, mirror: &str, now: Instant) -> bool {
-        match self.last.get(mirror) {
+    /// Whether a report of `mirror` about `project` at `now` may be acted on (and if so, it
+    /// is counted). Only reports [`check`] accepted should come here: the keys stay bounded
+    /// by the fleet.
+    pub fn allow(&mut self, mirror: &str, project: &str, now: Instant) -> bool {
+        let key = (mirror.to_owned(), project.to_owned());
+        match self.last.get(&key) {
             Some(t) if now.saturating_duration_since(*t) < self.every => false,
             _ => {
-                self.last.insert(mirror.to_owned(), now);
+                self.last.insert(key, now);
                 true
             }
         }
@@ -273,14 +277,17 @@ mod tests {
     fn reports_are_rate_limited_per_mirror() {
         let mut limit = RateLimit::new(Duration::from_secs(60));
         let t = Instant::now();
-        assert!(limit.allow("m1", t));
-        assert!(!limit.allow("m1", t + Duration::from_secs(59)), "too soon");
+        assert!(limit.allow("m1", "p", t));
         assert!(
-            limit.allow("m2", t + Duration::from_secs(1)),
+            !limit.allow("m1", "p", t + Duration::from_secs(59)),
+            "too soon"
+        );
+        assert!(
+            limit.allow("m2", "p", t + Duration::from_secs(1)),
             "another mirror has its own"
         );
         assert!(
-            limit.allow("m1", t + Duration::from_secs(60)),
+            limit.allow("m1", "p", t + Duration::from_secs(60)),
             "after the interval"
         );
     }

@@ -19,6 +19,7 @@ pub mod run;
 pub mod source;
 pub mod time;
 pub mod trace;
+pub mod verify;
 
 use std::time::Duration;
 

@@ -51,7 +51,8 @@ struct Running {
 /// Schedules mirror scans of `fleet` against the indexes of `state`, writing through
 /// `writer`, until `fleet` or `state` closes. Transitions come from the health checker;
 /// mirrors rescanned as they asked go back on `rescanned`; a (mirror, project) on `reports`
-/// (the mirror said it synced) is scanned at once — after the scan running, if one is.
+/// (the mirror said it synced, and targeted checks cannot prove it: `verify::follow`) is
+/// scanned at once — after the scan running, if one is.
 pub async fn schedule_scans<S: Store + Clone>(
     mut fleet: watch::Receiver<Arc<FleetState>>,
     mut state: watch::Receiver<Arc<LoadedState>>,

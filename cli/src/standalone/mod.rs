@@ -227,7 +227,9 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
             publish_rx,
         ),
     ));
-    // Sync reports from mirrors (MQTT), checked against the fleet and rate-limited.
+    // Sync reports from mirrors (MQTT), checked against the fleet and rate-limited, go to
+    // the targeted checks, which also follow every index change; what checks cannot prove
+    // goes on to the scan scheduler.
     let (reports_tx, reports_rx) = mpsc::channel::<mirrors::Pair>(256);
     if let Some(broker) = settings.push.as_ref().and_then(|p| p.broker.clone()) {
         tasks.spawn(named(
@@ -235,6 +237,18 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
             push::follow_reports(broker, fleet.clone(), reports_tx),
         ));
     }
+    let (scans_tx, scans_rx) = mpsc::channel::<mirrors::Pair>(256);
+    tasks.spawn(named(
+        "targeted checks",
+        mirrorfleet_scan::verify::follow(
+            fleet.clone(),
+            state.clone(),
+            writer.clone(),
+            reports_rx,
+            scans_tx,
+            mirrorfleet_scan::verify::Settings::default(),
+        ),
+    ));
     tasks.spawn(named(
         "mirror scan scheduler",
         mirrors::schedule_scans(
@@ -243,7 +257,7 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
             writer.clone(),
             transitions_rx,
             rescanned_tx,
-            reports_rx,
+            scans_rx,
             mirrors::ScanSettings {
                 schedule,
                 max_scans: MAX_SCANS,

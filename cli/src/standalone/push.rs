@@ -1,6 +1,6 @@
 //! The serial announcer: follows the store and, for each project whose index got a new
 //! serial, hands the project and serial to the [`Pusher`] (MQTT, the Project's webhook).
-//! And the other way: mirrors' sync reports ([`follow_reports`]) become scans.
+//! And the other way: mirrors' sync reports ([`follow_reports`]) become targeted checks.
 //!
 //! It must not wait on a broker or webhook ([`Pusher::announce`] returns at once), and it
 //! announces only what the store holds: an index the sources task failed to store is never
@@ -17,18 +17,19 @@ use tokio::sync::{mpsc, watch};
 /// Where mirrors publish their sync reports: `<prefix>/<mirror>`.
 pub const REPORTS: &str = "mirrorfleet/report";
 
-/// At most one report acted on per mirror in this time (a report costs a scan).
+/// At most one report acted on per (mirror, project) in this time (a report costs a round
+/// of HEADs, or a scan).
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads sync reports from `broker` and sends each (mirror, project) the fleet has to
-/// `scans`, at most one per mirror every [`REPORT_EVERY`]: a report is a hint that the scan
-/// checks, never trusted alone. Reports of unknown mirrors, of projects a mirror does not
-/// carry, and garbage (logged by [`report::subscribe`]) change nothing. Runs until `scans`
-/// closes.
+/// `checks`, at most one per pair every [`REPORT_EVERY`]: a report is a hint that targeted
+/// checks (or a scan) verify, never trusted alone. Reports of unknown mirrors, of projects a
+/// mirror does not carry, and garbage (logged by [`report::subscribe`]) change nothing. Runs
+/// until `checks` closes.
 pub async fn follow_reports(
     broker: Broker,
     fleet: watch::Receiver<Arc<FleetState>>,
-    scans: mpsc::Sender<(String, String)>,
+    checks: mpsc::Sender<(String, String)>,
 ) {
     let mut reports = report::subscribe(broker, REPORTS);
     let mut limit = report::RateLimit::new(REPORT_EVERY);
@@ -37,17 +38,17 @@ pub async fn follow_reports(
             tracing::warn!(mirror = %r.mirror, project = %r.project, %why, "sync report ignored");
             continue;
         }
-        if !limit.allow(&r.mirror, std::time::Instant::now()) {
+        if !limit.allow(&r.mirror, &r.project, std::time::Instant::now()) {
             tracing::debug!(mirror = %r.mirror, "sync report within the rate limit; ignored");
             continue;
         }
         tracing::info!(mirror = %r.mirror, project = %r.project, serial = %r.serial, "sync reported");
-        if scans.send((r.mirror, r.project)).await.is_err() {
+        if checks.send((r.mirror, r.project)).await.is_err() {
             return;
         }
     }
     // The subscription ended (it only does when its task stops): nothing more will come.
-    scans.closed().await;
+    checks.closed().await;
 }
 
 /// Announces each index serial in `state` that is not in `last` (what the store held when
