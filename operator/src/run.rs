@@ -183,7 +183,7 @@ pub async fn run<S: Store + Clone>(
 
 /// At most one sync report acted on per (mirror, project) in this time (a report costs a
 /// round of HEADs, or a scan Job).
-const REPORT_EVERY: Duration = Duration::from_secs(10);
+const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// Reads mirrors' sync reports (`mirrorfleet/report/<mirror>`) from `broker` and sends each
 /// (mirror, project) of the fleet to `checks`, at most one per pair every [`REPORT_EVERY`]:

@@ -19,7 +19,7 @@ pub const REPORTS: &str = "mirrorfleet/report";
 
 /// At most one report acted on per (mirror, project) in this time (a report costs a round
 /// of HEADs, or a scan).
-const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads sync reports from `broker` and sends each (mirror, project) the fleet has to
 /// `checks`, at most one per pair every [`REPORT_EVERY`]: a report is a hint that targeted
