@@ -13,6 +13,7 @@ use mirrorfleet_store::StoreArgs;
 use mirrorfleet_validate::Options;
 
 mod cmd;
+mod probe;
 mod standalone;
 
 use cmd::{GitArgs, PushArgs};
@@ -43,6 +44,20 @@ enum Command {
         /// Ignore documents that are not mirrorfleet resources instead of reporting them.
         #[arg(long)]
         skip_foreign: bool,
+        /// Also reach each Mirror over the URLs it declares (DNS per declared address
+        /// family, TLS, a HEAD of each project's canary with the origin's size, rsync and
+        /// FTP listings of the root) and report per mirror; a failure exits 1.
+        #[arg(long)]
+        probe: bool,
+        /// With --probe: only the Mirrors new or changed since this Git revision of the
+        /// repository holding PATHS (e.g. origin/main), as a pull request's CI wants.
+        #[arg(long, requires = "probe", value_name = "REF")]
+        base: Option<String>,
+        /// With --probe: seconds each check may take. A mirror's checks run at once, so
+        /// this bounds the time per mirror.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..=300))]
+        probe_timeout: u64,
     },
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
@@ -378,7 +393,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
             format,
             skip_foreign,
-        } => validate(&paths, format, Options { skip_foreign }),
+            probe,
+            base,
+            probe_timeout,
+        } => {
+            let probe = probe.then(|| Probe {
+                base,
+                timeout: std::time::Duration::from_secs(probe_timeout),
+            });
+            validate(&paths, format, Options { skip_foreign }, probe).await
+        }
         Command::Publish {
             project,
             url,
@@ -417,14 +441,50 @@ fn locator(
     Ok(Some(std::sync::Arc::new(Locator::new(geo))))
 }
 
-fn validate(paths: &[PathBuf], format: Format, options: Options) -> anyhow::Result<ExitCode> {
+/// `validate --probe`'s settings.
+#[derive(Debug)]
+struct Probe {
+    /// Probe only what changed since this revision.
+    base: Option<String>,
+    /// Bound of each check.
+    timeout: std::time::Duration,
+}
+
+async fn validate(
+    paths: &[PathBuf],
+    format: Format,
+    options: Options,
+    probe: Option<Probe>,
+) -> anyhow::Result<ExitCode> {
     let manifests = manifests::read(paths)?;
     let outcome = manifests.validate(options);
+    let reports = match &probe {
+        None => None,
+        Some(p) => {
+            let head = mirrorfleet_validate::compile::compile(&outcome.fleet);
+            let base = match &p.base {
+                None => None,
+                Some(rev) => {
+                    let at_base = manifests::revision::read_at(paths, rev)?.validate(options);
+                    Some(mirrorfleet_validate::compile::compile(&at_base.fleet))
+                }
+            };
+            let selected = probe::plan::select(base.as_ref(), &head);
+            Some(probe::run(&head, &selected, p.timeout).await)
+        }
+    };
+    let probe_failed = reports
+        .iter()
+        .flatten()
+        .any(|r: &probe::MirrorReport| r.failures() > 0);
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Text => {
             for problem in &outcome.problems {
                 writeln!(stdout, "{problem}")?;
+            }
+            if let Some(reports) = &reports {
+                write!(stdout, "{}", probe::report::text(reports))?;
             }
             let n = outcome.problems.len();
             eprintln!(
@@ -443,18 +503,27 @@ fn validate(paths: &[PathBuf], format: Format, options: Options) -> anyhow::Resu
                     "s"
                 },
             );
+            if let Some(reports) = &reports {
+                eprintln!("{}", probe::report::summary(reports));
+            }
         }
         Format::Json => {
-            let report = serde_json::json!({
+            let mut report = serde_json::json!({
                 "files": manifests.files.len() + manifests.problems.len(),
                 "documents": outcome.documents,
                 "problems": outcome.problems,
             });
+            if let Some(reports) = &reports {
+                report["probes"] = probe::report::json(reports);
+            }
             writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
+            if let Some(reports) = &reports {
+                eprintln!("{}", probe::report::summary(reports));
+            }
         }
     }
     stdout.flush()?;
-    Ok(if outcome.problems.is_empty() {
+    Ok(if outcome.problems.is_empty() && !probe_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,6 +1,7 @@
 //! One health probe: resolve the host, keep the addresses of the family probed, `HEAD` the
 //! canary file over a fresh connection (a pooled one would hide a server that stopped
-//! accepting), and name precisely what went wrong.
+//! accepting), and name precisely what went wrong. [`resolve`] and [`head`] are the steps on
+//! their own, for `mirrorfleet validate --probe`.
 
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
@@ -61,8 +62,8 @@ pub enum Failure {
     /// An unexpected HTTP status.
     #[error("HTTP status {0}")]
     Status(u16),
-    /// The canary's size differs from the index.
-    #[error("canary is {got} bytes, the index says {expected}")]
+    /// The canary's size differs from the one expected (the index's, or the origin's).
+    #[error("canary is {got} bytes, expected {expected}")]
     WrongSize {
         /// Size in the index.
         expected: u64,
@@ -136,7 +137,41 @@ pub async fn probe_all(canaries: &[Canary], settings: &ProbeSettings) -> Outcome
         .unwrap_or(Outcome::Failed(Failure::Timeout(secs)))
 }
 
-async fn probe(canary: &Canary, settings: &ProbeSettings) -> Result<(), Failure> {
+/// `HEAD`s one canary within the deadline: the size the server announced (if it did) when
+/// the canary answered as expected.
+pub async fn head(canary: &Canary, settings: &ProbeSettings) -> Result<Option<u64>, Failure> {
+    let secs = settings.timeout.as_secs().max(1) as u32;
+    tokio::time::timeout(settings.timeout, probe(canary, settings))
+        .await
+        .unwrap_or(Err(Failure::Timeout(secs)))
+}
+
+/// Resolves `host` (an address literal is its own address, brackets allowed) and keeps the
+/// addresses of `family`, with `port`.
+pub async fn resolve(host: &str, port: u16, family: Family) -> Result<Vec<SocketAddr>, Failure> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| Failure::Dns {
+                host: bare.to_owned(),
+                why: e.to_string(),
+            })?
+            .collect(),
+    };
+    let v6 = family == Family::Ipv6;
+    let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| a.is_ipv6() == v6).collect();
+    if addrs.is_empty() {
+        return Err(Failure::NoAddress {
+            host: bare.to_owned(),
+            family: if v6 { "IPv6" } else { "IPv4" },
+        });
+    }
+    Ok(addrs)
+}
+
+async fn probe(canary: &Canary, settings: &ProbeSettings) -> Result<Option<u64>, Failure> {
     let bad = |why: &str| Failure::BadUrl {
         url: canary.url.clone(),
         why: why.into(),
@@ -148,24 +183,10 @@ async fn probe(canary: &Canary, settings: &ProbeSettings) -> Result<(), Failure>
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare.as_str(), port))
-            .await
-            .map_err(|e| Failure::Dns {
-                host: bare.clone(),
-                why: e.to_string(),
-            })?
-            .collect(),
-    };
-    let v6 = settings.family == Family::Ipv6;
-    let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| a.is_ipv6() == v6).collect();
-    let Some(first) = addrs.first().copied() else {
-        return Err(Failure::NoAddress {
-            host: bare,
-            family: if v6 { "IPv6" } else { "IPv4" },
-        });
-    };
+    let addrs = resolve(&bare, port, settings.family).await?;
+    let first = *addrs
+        .first()
+        .ok_or_else(|| Failure::Other("no address".into()))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     // A client per probe: pinned to the addresses of this family, no pooled connections.
     let client = reqwest::Client::builder()
@@ -183,23 +204,23 @@ async fn probe(canary: &Canary, settings: &ProbeSettings) -> Result<(), Failure>
         .await
         .map_err(|e| classify(&e, first, settings))?;
     let status = resp.status();
-    if status.is_redirection() && settings.allow_redirects {
-        return Ok(());
-    }
-    if !status.is_success() {
-        return Err(Failure::Status(status.as_u16()));
-    }
     let announced = resp
         .headers()
         .get(reqwest::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if status.is_redirection() && settings.allow_redirects {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(Failure::Status(status.as_u16()));
+    }
     if let (Some(expected), Some(got)) = (canary.size, announced)
         && expected != got
     {
         return Err(Failure::WrongSize { expected, got });
     }
-    Ok(())
+    Ok(announced)
 }
 
 /// Names a client error: timeout, refused, TLS, other connection errors.

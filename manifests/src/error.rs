@@ -55,6 +55,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A path given with `--base` is not in a Git repository's working copy.
+    #[error("{} is not in a Git repository (--base compares with a revision of it)", path.display())]
+    NotInRepository {
+        /// The path.
+        path: PathBuf,
+        /// libgit2's error.
+        #[source]
+        source: git2::Error,
+    },
+    /// The revision given with `--base` is not in the repository.
+    #[error("{rev} is not a revision of the Git repository at {}; fetch it first (a shallow CI checkout lacks the base branch: use `fetch-depth: 0` or `git fetch origin <branch>`)", repo.display())]
+    NoRevision {
+        /// The revision as given.
+        rev: String,
+        /// The repository's working copy.
+        repo: PathBuf,
+        /// libgit2's error.
+        #[source]
+        source: git2::Error,
+    },
     /// The branch does not exist on the remote.
     #[error("{url} has no branch {branch}")]
     NoBranch {
@@ -85,6 +105,8 @@ impl Error {
             Error::TooManyFiles { .. } => "too_many_files",
             Error::Git { .. } => "git",
             Error::Credential { .. } => "credential",
+            Error::NotInRepository { .. } => "not_in_repository",
+            Error::NoRevision { .. } => "no_revision",
             Error::NoBranch { .. } => "no_branch",
             Error::NoPath { .. } => "no_path",
         }

@@ -127,7 +127,7 @@ fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Resu
     Ok(())
 }
 
-fn is_manifest_name(name: &str) -> bool {
+pub(crate) fn is_manifest_name(name: &str) -> bool {
     (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.starts_with("kustomization.")
 }
 

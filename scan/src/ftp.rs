@@ -23,6 +23,16 @@ fn ftp_err(what: impl Into<String>, e: impl std::fmt::Display) -> ScanError {
 
 /// Lists `url` (an `ftp://host[:port]/path/` URL) recursively.
 pub async fn list(url: &str, limits: &Limits) -> Result<Listing, ScanError> {
+    list_with(url, true, limits).await
+}
+
+/// Lists only the files directly in `url`'s directory (one listing command: a reachability
+/// check that does not walk the tree).
+pub async fn list_root(url: &str, limits: &Limits) -> Result<Listing, ScanError> {
+    list_with(url, false, limits).await
+}
+
+async fn list_with(url: &str, recursive: bool, limits: &Limits) -> Result<Listing, ScanError> {
     let parsed = url::Url::parse(url).map_err(|e| ScanError::BadUrl {
         url: url.into(),
         why: e.to_string(),
@@ -51,7 +61,7 @@ pub async fn list(url: &str, limits: &Limits) -> Result<Listing, ScanError> {
         super::http::percent_decode(parsed.path()).unwrap_or_else(|| parsed.path().to_owned());
     tokio::time::timeout(
         limits.deadline,
-        walk(&host, port, &user, &password, &root, limits),
+        walk(&host, port, &user, &password, &root, recursive, limits),
     )
     .await
     .map_err(|_| ScanError::Deadline(limits.deadline))?
@@ -63,6 +73,7 @@ async fn walk(
     user: &str,
     password: &str,
     root: &str,
+    recursive: bool,
     limits: &Limits,
 ) -> Result<Listing, ScanError> {
     let io = limits.io_timeout;
@@ -120,6 +131,7 @@ async fn walk(
                 return Err(garbage());
             }
             match entry {
+                None if !recursive => {}
                 None => {
                     if depth + 1 > limits.max_depth {
                         return Err(ScanError::Limit {

@@ -157,6 +157,16 @@ fn push_line(
 
 /// Lists `url` (an `rsync://` URL of a directory) recursively with the `rsync` program.
 pub async fn list(url: &str, limits: &Limits) -> Result<Listing, ScanError> {
+    list_with(url, true, limits).await
+}
+
+/// Lists only the files directly in `url`'s directory (a reachability check: the module
+/// exists and answers, without walking a whole tree).
+pub async fn list_root(url: &str, limits: &Limits) -> Result<Listing, ScanError> {
+    list_with(url, false, limits).await
+}
+
+async fn list_with(url: &str, recursive: bool, limits: &Limits) -> Result<Listing, ScanError> {
     if !url.starts_with("rsync://") {
         return Err(ScanError::BadUrl {
             url: url.into(),
@@ -170,12 +180,8 @@ pub async fn list(url: &str, limits: &Limits) -> Result<Listing, ScanError> {
     };
     let io_secs = limits.io_timeout.as_secs().max(1);
     let mut child = Command::new("rsync")
-        .args([
-            "--list-only",
-            "--recursive",
-            "--no-motd",
-            "--exclude=.~tmp~/",
-        ])
+        .args(["--list-only", "--no-motd", "--exclude=.~tmp~/"])
+        .args(recursive.then_some("--recursive"))
         .arg(format!("--timeout={io_secs}"))
         .arg(format!("--contimeout={io_secs}"))
         .arg("--")
