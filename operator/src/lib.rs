@@ -36,6 +36,7 @@ pub mod run;
 pub mod schedule;
 pub mod status;
 pub mod triggers;
+pub mod upstream;
 
 pub use self::error::{Error, KubeError};
 pub use self::reconcile::{Reconciled, error_policy, reconcile};

@@ -136,6 +136,16 @@ pub async fn run<S: Store + Clone>(
         .as_ref()
         .and_then(|p| p.broker.clone())
         .map(|broker| tokio::spawn(follow_reports(broker, ctx.clone(), reports_tx)));
+    // The index follows upstream sources between interval Jobs, and MQTT publish requests.
+    let probing = tokio::spawn(crate::upstream::probe_upstreams(
+        ctx.clone(),
+        states.clone(),
+    ));
+    let publishing = settings
+        .push
+        .as_ref()
+        .and_then(|p| p.broker.clone())
+        .map(|broker| tokio::spawn(crate::upstream::follow_publishes(broker, ctx.clone())));
     let (scans_tx, scans_rx) = mpsc::channel::<(String, String)>(256);
     let checking_changes = tokio::spawn(mirrorfleet_scan::verify::follow(
         ctx.latest.subscribe(),
@@ -170,10 +180,12 @@ pub async fn run<S: Store + Clone>(
         forwarding,
         scheduling,
         following,
+        probing,
     ]
     .into_iter()
     .chain(git)
     .chain(reporting)
+    .chain(publishing)
     {
         t.abort();
     }

@@ -117,11 +117,55 @@ impl RateLimit {
 /// with backoff; garbage is logged and skipped. Reports beyond the channel's room are dropped
 /// (they are hints; the next one will do).
 pub fn subscribe(broker: Broker, prefix: &str) -> mpsc::Receiver<Report> {
+    listen(broker, prefix, "reports", "sync report", parse)
+}
+
+/// Where archive scripts (or the hub's own hooks) ask for a project to be indexed now:
+/// `<prefix>/<project>`, any payload up to 4 KiB (ignored). Whoever may publish there may
+/// make the source indexed: restrict it with the broker's ACLs.
+pub const PUBLISH: &str = "mirrorfleet/publish";
+
+/// The project a publish request on `topic` under `prefix` names, or why it is not one.
+pub fn parse_publish(prefix: &str, topic: &str, payload: &[u8]) -> Result<String, String> {
+    let prefix = prefix.trim_end_matches('/');
+    let project = topic
+        .strip_prefix(prefix)
+        .and_then(|t| t.strip_prefix('/'))
+        .filter(|p| !p.is_empty() && !p.contains('/') && p.len() <= 253)
+        .ok_or_else(|| format!("topic {topic:?} is not {prefix}/<project>"))?;
+    if payload.len() > 4096 {
+        return Err(format!("payload of {} bytes (at most 4096)", payload.len()));
+    }
+    Ok(project.to_owned())
+}
+
+/// Reads publish requests under `prefix` ([`PUBLISH`]) from `broker`, as [`subscribe`] reads
+/// reports: the projects named, to be checked against the fleet by the caller.
+pub fn subscribe_publishes(broker: Broker, prefix: &str) -> mpsc::Receiver<String> {
+    listen(
+        broker,
+        prefix,
+        "publishes",
+        "publish request",
+        parse_publish,
+    )
+}
+
+/// Subscribes to `<prefix>/+` as client `<id>-<suffix>` until the receiver is dropped,
+/// reconnecting with backoff, and sends what `parse` accepts; what it refuses is logged as an
+/// ignored `what`.
+fn listen<T: Send + 'static>(
+    broker: Broker,
+    prefix: &str,
+    suffix: &'static str,
+    what: &'static str,
+    parse: fn(&str, &str, &[u8]) -> Result<T, String>,
+) -> mpsc::Receiver<T> {
     let (tx, rx) = mpsc::channel(256);
     let prefix = prefix.trim_end_matches('/').to_owned();
     tokio::spawn(async move {
         let mut options = rumqttc::MqttOptions::new(
-            format!("{}-reports", broker.client_id),
+            format!("{}-{suffix}", broker.client_id),
             &broker.host,
             broker.port,
         );
@@ -156,13 +200,13 @@ pub fn subscribe(broker: Broker, prefix: &str) -> mpsc::Receiver<Report> {
                                 let _ = tx.try_send(r);
                             }
                             Err(why) => {
-                                tracing::info!(topic = %p.topic, %why, "ignored a sync report")
+                                tracing::info!(topic = %p.topic, %why, "ignored a {what}")
                             }
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %mirrorfleet_runtime::error_chain(&e), retry_in = ?wait, "sync reports: MQTT connection failed");
+                        tracing::warn!(error = %mirrorfleet_runtime::error_chain(&e), retry_in = ?wait, "{what}s: MQTT connection failed");
                         break;
                     }
                 }
@@ -180,6 +224,28 @@ pub fn subscribe(broker: Broker, prefix: &str) -> mpsc::Receiver<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_requests_name_one_project() {
+        let p = "mirrorfleet/publish";
+        assert_eq!(
+            parse_publish(p, "mirrorfleet/publish/debian", b""),
+            Ok("debian".into())
+        );
+        assert_eq!(
+            parse_publish(p, "mirrorfleet/publish/debian", b"20261202"),
+            Ok("debian".into())
+        );
+        for topic in [
+            "mirrorfleet/publish",
+            "mirrorfleet/publish/",
+            "mirrorfleet/publish/a/b",
+            "other/debian",
+        ] {
+            assert!(parse_publish(p, topic, b"").is_err(), "{topic}");
+        }
+        assert!(parse_publish(p, "mirrorfleet/publish/debian", &[0; 4097]).is_err());
+    }
 
     #[test]
     fn reports() {

@@ -237,6 +237,12 @@ pub async fn maintain(settings: Settings, store: EmbeddedStore) -> anyhow::Resul
             push::follow_reports(broker, fleet.clone(), reports_tx),
         ));
     }
+    if let Some(broker) = settings.push.as_ref().and_then(|p| p.broker.clone()) {
+        tasks.spawn(named(
+            "MQTT publish requests",
+            push::follow_publishes(broker, publisher.clone()),
+        ));
+    }
     let (scans_tx, scans_rx) = mpsc::channel::<mirrors::Pair>(256);
     tasks.spawn(named(
         "targeted checks",

@@ -51,6 +51,28 @@ pub async fn follow_reports(
     checks.closed().await;
 }
 
+/// At most one MQTT publish request acted on per project in this time.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads publish requests (`mirrorfleet/publish/<project>`, [`report::PUBLISH`]) from
+/// `broker` and asks the source indexer to index each project of the fleet at once, at most
+/// once a second per project; requests naming no project of the fleet are logged and change
+/// nothing.
+pub async fn follow_publishes(broker: Broker, publisher: super::Publisher) {
+    let mut requests = report::subscribe_publishes(broker, report::PUBLISH);
+    let mut limit = report::RateLimit::new(PUBLISH_EVERY);
+    while let Some(project) = requests.recv().await {
+        if !limit.allow("", &project, std::time::Instant::now()) {
+            continue;
+        }
+        if publisher.publish(&project) {
+            tracing::info!(%project, "publish requested over MQTT; indexing it now");
+        } else {
+            tracing::warn!(%project, "publish request ignored: no such project in the fleet");
+        }
+    }
+}
+
 /// Announces each index serial in `state` that is not in `last` (what the store held when
 /// standalone started), until `state` closes.
 pub async fn announce_serials(

@@ -355,3 +355,67 @@ async fn each_new_serial_of_a_local_source_is_announced_on_mqtt_under_the_hub() 
         .map(|m| m.serial.clone());
     assert_eq!(stored.as_deref(), Some(second.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_publish_request_indexes_the_project_at_once() {
+    let mosquitto = mirrorfleet_testkit::Mosquitto::start();
+    let root = world_readable_tempdir();
+    let t0 = 1_795_309_320;
+    write_tree(root.path(), &[("a.iso", b"a", t0)]);
+    // An upstream without a trace file: without a request, only the hourly scan would look.
+    let daemon = rsync_daemon(&[("up", root.path())]);
+    let dir = tempfile::tempdir().unwrap();
+    testing::write_atomically(
+        &dir.path().join("fleet.yaml"),
+        testing::project(
+            "p",
+            &format!("rsync: rsync://127.0.0.1:{}/up/", daemon.port),
+            "",
+        ),
+    );
+    let t = testing::store().await;
+    let mut broker = mirrorfleet_push::Broker::parse(&mosquitto.url(), "publish-test").unwrap();
+    broker.backoff_max = Duration::from_millis(200);
+    let settings = Settings {
+        manifests: dir.path().to_path_buf(),
+        git: None,
+        locator: None,
+        reload_every: HOUR,
+        source_every: HOUR,
+        mirror_every: HOUR,
+        recheck_every: HOUR,
+        push: Some(mirrorfleet_push::Settings::new(Some(broker), "hub.test")),
+    };
+    let _running = maintain(settings, t.store.clone()).await.unwrap();
+    t.until("the first index", |s| match s.indexes.get("p") {
+        Some(_) => Ok(()),
+        None => Err("no index".into()),
+    })
+    .await;
+    write_tree(root.path(), &[("b.iso", b"bb", t0)]);
+    let b_indexed = |s: &mirrorfleet_store::LoadedState| match s.indexes["p"].find("b.iso") {
+        Some(_) => Ok(()),
+        None => Err("b.iso not indexed".to_owned()),
+    };
+    // Until the subscription is up a request may be lost: ask again until it is heard.
+    let mut asked: Option<std::time::Instant> = None;
+    wait_for(
+        "b.iso indexed after an MQTT publish request",
+        TIMEOUT,
+        || {
+            let state = t.state.borrow().clone();
+            let seen = b_indexed(&state);
+            if seen.is_err() && asked.is_none_or(|at| at.elapsed() > Duration::from_millis(500)) {
+                asked = Some(std::time::Instant::now());
+                let sent = std::process::Command::new("mosquitto_pub")
+                    .args(["-h", "127.0.0.1", "-p", &mosquitto.port.to_string()])
+                    .args(["-q", "1", "-t", "mirrorfleet/publish/p", "-m", "now"])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+            }
+            std::future::ready(seen)
+        },
+    )
+    .await;
+}
