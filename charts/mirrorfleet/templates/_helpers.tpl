@@ -18,16 +18,17 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The labels of every object: the chart's, then commonLabels (which cannot replace
+them), one key each. */}}
 {{- define "mirrorfleet.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-app.kubernetes.io/name: {{ include "mirrorfleet.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: mirrorfleet
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- $own := dict
+  "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_")
+  "app.kubernetes.io/name" (include "mirrorfleet.name" .)
+  "app.kubernetes.io/instance" .Release.Name
+  "app.kubernetes.io/version" .Chart.AppVersion
+  "app.kubernetes.io/managed-by" .Release.Service
+  "app.kubernetes.io/part-of" "mirrorfleet" -}}
+{{- toYaml (merge $own (deepCopy .Values.commonLabels)) -}}
 {{- end -}}
 
 {{/* Selector labels of one component: (dict "root" $ "component" "redirector"). */}}
@@ -37,9 +38,12 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* (dict "root" $ "component" "redirector" "extra" .Values.redirector.podLabels): the
+labels of one component's objects, then `extra` (which cannot replace them). */}}
 {{- define "mirrorfleet.componentLabels" -}}
-{{ include "mirrorfleet.labels" .root }}
-app.kubernetes.io/component: {{ .component }}
+{{- $labels := fromYaml (include "mirrorfleet.labels" .root) -}}
+{{- $_ := set $labels "app.kubernetes.io/component" .component -}}
+{{- toYaml (merge $labels (deepCopy (default (dict) .extra))) -}}
 {{- end -}}
 
 {{- define "mirrorfleet.image" -}}
@@ -144,6 +148,7 @@ scan Jobs): the bundled Redis or its Sentinels, or the external ones. */}}
   env: {{- toYaml . | nindent 4 }}
   {{- end }}
   securityContext: {{- toYaml .Values.securityContext | nindent 4 }}
+  resources: {{- toYaml $c.resources | nindent 4 }}
   volumeMounts:
     - name: geoip
       mountPath: /geoip
