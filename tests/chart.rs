@@ -56,6 +56,23 @@ fn the_chart_and_its_image_tag_have_the_crate_version() {
     );
 }
 
+#[test]
+fn the_bundled_redis_scripts_are_valid_shell() {
+    // Only parsed: no test runs a pod (no kubelet), so the scripts' logic is unexercised.
+    for script in ["files/redis-start.sh", "files/sentinel-start.sh"] {
+        let out = Command::new("sh")
+            .arg("-n")
+            .arg(chart_dir().join(script))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Every metric name in `text` (`mirrorfleet_…`).
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
