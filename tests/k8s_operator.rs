@@ -1,8 +1,9 @@
 //! The operator end to end on the real API server (testkit's `kube` feature), from `kubectl
-//! apply` on: it runs as its ServiceAccount under the Roles of deploy/operator-role.yaml and
-//! nothing more; statuses, scan Jobs (run by the JobRunner with the `mirrorfleet` binary
-//! against an rsync daemon and nginx mirrors on loopback), health, Redis and a redirector
-//! following it; invalid objects, failing scans, leader handover, quiet fleets, Git sync.
+//! apply` on: it runs as its ServiceAccount under the Roles of
+//! charts/mirrorfleet/files/operator-role.yaml (the chart's) and nothing more; statuses, scan
+//! Jobs (run by the JobRunner with the `mirrorfleet` binary against an rsync daemon and nginx
+//! mirrors on loopback), health, Redis and a redirector following it; invalid objects, failing
+//! scans, leader handover, quiet fleets, Git sync.
 //!
 //! Needs the binaries of `scripts/k8s-bins` (scripts/test builds them), and redis-server,
 //! rsync and nginx (scripts/test installs them). Each test starts its own etcd and

@@ -171,6 +171,13 @@ enum Command {
         work_dir: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        /// A Secret in the namespace holding the Redis password, for the scan Jobs: they get
+        /// it as an environment variable from the Secret, never in their arguments.
+        #[arg(long)]
+        redis_password_secret: Option<String>,
+        /// The key of the password in --redis-password-secret.
+        #[arg(long, default_value = "password", requires = "redis_password_secret")]
+        redis_password_key: String,
         #[command(flatten)]
         push: PushArgs,
     },
@@ -341,6 +348,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             git_path,
             work_dir,
             store,
+            redis_password_secret,
+            redis_password_key,
             push,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -357,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     image,
                     store_args,
                     max_concurrent: max_scans.max(1),
+                    redis_password_secret: redis_password_secret.map(|s| (s, redis_password_key)),
                     ..Default::default()
                 },
                 scan_interval_seconds: scan_interval_minutes.max(1) * 60,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
-    Volume, VolumeMount,
+    Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -52,6 +52,9 @@ pub struct JobSettings {
     pub limits: (String, String),
     /// Service account of the scan pods.
     pub service_account: Option<String>,
+    /// The Secret (name, key) holding the Redis password: the scan pods get it as
+    /// `MIRRORFLEET_REDIS_PASSWORD` from the Secret itself, so it is in no Job's spec.
+    pub redis_password_secret: Option<(String, String)>,
 }
 
 impl Default for JobSettings {
@@ -66,6 +69,7 @@ impl Default for JobSettings {
             requests: ("100m".into(), "128Mi".into()),
             limits: ("1".into(), "512Mi".into()),
             service_account: None,
+            redis_password_secret: None,
         }
     }
 }
@@ -240,6 +244,20 @@ fn job<K: Resource<DynamicType = ()>>(
                         name: "scan".into(),
                         image: Some(settings.image.clone()),
                         args: Some(args),
+                        env: settings.redis_password_secret.as_ref().map(|(name, key)| {
+                            vec![EnvVar {
+                                name: "MIRRORFLEET_REDIS_PASSWORD".into(),
+                                value_from: Some(EnvVarSource {
+                                    secret_key_ref: Some(SecretKeySelector {
+                                        name: name.clone(),
+                                        key: key.clone(),
+                                        optional: Some(false),
+                                    }),
+                                    ..EnvVarSource::default()
+                                }),
+                                ..EnvVar::default()
+                            }]
+                        }),
                         volume_mounts: mounts,
                         resources: Some(ResourceRequirements {
                             requests: Some(quantities(&settings.requests)),

@@ -135,6 +135,9 @@ pub struct Metrics {
     pub probe_seconds: Histogram,
     /// Probe outcomes (`ok` or a reason).
     pub probes: Labeled,
+    /// Health verdicts that changed, by the side they changed to (`down`, `up`,
+    /// `rescan_first`), per (mirror, scheme, family).
+    pub health_transitions: Labeled,
     /// This replica leads.
     pub leader: AtomicBool,
     /// Ready (caches filled, or following as a standby).
@@ -155,6 +158,7 @@ impl Default for Metrics {
             scan_seconds: Histogram::new(&[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
             probe_seconds: Histogram::new(&[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
             probes: Labeled::default(),
+            health_transitions: Labeled::default(),
             leader: AtomicBool::new(false),
             ready: AtomicBool::new(false),
         }
@@ -224,6 +228,12 @@ impl Metrics {
         out.push_str("# HELP mirrorfleet_operator_probes_total Probe outcomes.\n# TYPE mirrorfleet_operator_probes_total counter\n");
         self.probes
             .render(&mut out, "mirrorfleet_operator_probes_total", "outcome");
+        out.push_str("# HELP mirrorfleet_operator_health_transitions_total Health verdicts that changed, by what they changed to.\n# TYPE mirrorfleet_operator_health_transitions_total counter\n");
+        self.health_transitions.render(
+            &mut out,
+            "mirrorfleet_operator_health_transitions_total",
+            "to",
+        );
         let _ = writeln!(
             out,
             "# HELP mirrorfleet_operator_leader 1 on the replica that leads.\n# TYPE mirrorfleet_operator_leader gauge\nmirrorfleet_operator_leader {}",

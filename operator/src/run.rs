@@ -120,7 +120,11 @@ pub async fn run<S: Store + Clone>(
     let checker = Checker::new(StateWriter::new(store.clone()), now);
     let checking = tokio::spawn(checker.run(targets_rx, rescanned_rx, transitions_tx));
     let (rescan_tx, rescan_rx) = mpsc::channel::<String>(64);
-    let forwarding = tokio::spawn(forward_transitions(transitions_rx, rescan_tx));
+    let forwarding = tokio::spawn(forward_transitions(
+        transitions_rx,
+        rescan_tx,
+        metrics.clone(),
+    ));
     let scheduler = Scheduler::new(
         client.clone(),
         ns,
@@ -228,14 +232,21 @@ pub async fn follow_reports<S: Store>(
 /// Where mirrors publish their sync reports: `<prefix>/<mirror>`.
 pub const REPORTS: &str = "mirrorfleet/report";
 
-/// Forwards the checker's transitions until it stops: a mirror answering again after a long
-/// outage goes to `rescan` (its status follows from the store, [`follow_store`]).
+/// Forwards the checker's transitions until it stops: each is counted in `metrics`; a mirror
+/// answering again after a long outage goes to `rescan` (its status follows from the store,
+/// [`follow_store`]).
 pub async fn forward_transitions(
     mut transitions: mpsc::Receiver<Transition>,
     rescan: mpsc::Sender<String>,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(t) = transitions.recv().await {
         tracing::debug!(mirror = %t.key.mirror, change = ?t.change, "health changed");
+        metrics.health_transitions.inc(match t.change {
+            health::Change::Down { .. } => "down",
+            health::Change::Up => "up",
+            health::Change::RescanFirst => "rescan_first",
+        });
         if t.change == health::Change::RescanFirst {
             let _ = rescan.send(t.key.mirror.clone()).await;
         }

@@ -232,7 +232,8 @@ async fn received<T>(what: &str, rx: &mut mpsc::Receiver<T>) -> T {
 async fn a_mirror_back_from_a_long_outage_is_rescanned() {
     let (transitions, rx) = mpsc::channel(4);
     let (rescan_tx, mut rescan) = mpsc::channel(4);
-    let forwarding = tokio::spawn(forward_transitions(rx, rescan_tx));
+    let metrics = Arc::new(Metrics::default());
+    let forwarding = tokio::spawn(forward_transitions(rx, rescan_tx, metrics.clone()));
     let t = |mirror: &str, change| Transition {
         key: Key {
             mirror: mirror.into(),
@@ -250,6 +251,15 @@ async fn a_mirror_back_from_a_long_outage_is_rescanned() {
     assert_eq!(received("a rescan of m2", &mut rescan).await, "m2");
     // Up asked for no rescan: m2's was the first.
     assert!(rescan.try_recv().is_err(), "one rescan, of m2");
+    // Each transition is counted by what it changed to.
+    assert_eq!(
+        (
+            metrics.health_transitions.get("up"),
+            metrics.health_transitions.get("rescan_first"),
+            metrics.health_transitions.get("down"),
+        ),
+        (1, 1, 0)
+    );
     drop(transitions);
     tokio::time::timeout(DEADLINE, forwarding)
         .await

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub stats_flush_errors: AtomicU64,
     /// Snapshot generation.
     pub generation: AtomicU64,
+    /// Unix time (seconds) at which the snapshot served was built from the store's state.
+    pub snapshot_built: AtomicU64,
     /// Redirects per mirror name (bounded by the fleet's size).
     pub per_mirror: Mutex<BTreeMap<String, u64>>,
 }
@@ -198,6 +200,11 @@ impl Metrics {
             s,
             "# HELP mirrorfleet_snapshot_generation State generation served.\n# TYPE mirrorfleet_snapshot_generation gauge\nmirrorfleet_snapshot_generation {}",
             self.generation.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP mirrorfleet_snapshot_timestamp_seconds Unix time the snapshot served was built (0: none yet).\n# TYPE mirrorfleet_snapshot_timestamp_seconds gauge\nmirrorfleet_snapshot_timestamp_seconds {}",
+            self.snapshot_built.load(Ordering::Relaxed)
         );
         s
     }

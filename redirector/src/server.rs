@@ -175,6 +175,9 @@ pub async fn follow_store<S: Store + Clone>(
                 app.metrics
                     .generation
                     .store(snap.generation, std::sync::atomic::Ordering::Relaxed);
+                app.metrics
+                    .snapshot_built
+                    .store(now().max(0) as u64, std::sync::atomic::Ordering::Relaxed);
                 app.snapshot.store(Arc::new(snap));
             }
             if rx.changed().await.is_err() {

@@ -328,6 +328,21 @@ async fn redirects_answers_and_stats() {
         "https://lyon.example/p/pool/a%20b.deb",
         "a Paris client goes to Lyon over HTTPS"
     );
+    // The snapshot served says when it was built (the dashboard's snapshot age).
+    let metrics = get(&r, "/metrics", &[]).await.text().await.unwrap();
+    let built: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mirrorfleet_snapshot_timestamp_seconds "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mirrorfleet_snapshot_timestamp_seconds in {metrics}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now - 60..=now).contains(&built),
+        "built at {built}, now {now}"
+    );
     assert_eq!(resp.headers()["cache-control"], "private, no-cache");
     assert_eq!(
         resp.headers()["digest"],

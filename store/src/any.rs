@@ -16,10 +16,26 @@ pub async fn open(
     sentinel_master: Option<&str>,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Option<AnyStore>> {
+    open_with_password(redis, sentinels, sentinel_master, state_dir, None).await
+}
+
+/// [`open`], with a Redis password sent on connect when the URL carries none (with
+/// sentinels: to the master they name).
+pub async fn open_with_password(
+    redis: Option<&str>,
+    sentinels: &[String],
+    sentinel_master: Option<&str>,
+    state_dir: Option<&std::path::Path>,
+    password: Option<&crate::Password>,
+) -> Result<Option<AnyStore>> {
     use crate::{RedisConfig, RedisTarget};
+    let config = |target| RedisConfig {
+        password: password.cloned(),
+        ..RedisConfig::new(target)
+    };
     if let Some(url) = redis {
         return Ok(Some(AnyStore::Redis(
-            RedisStore::connect(RedisConfig::new(RedisTarget::Url(url.to_owned()))).await?,
+            RedisStore::connect(config(RedisTarget::Url(url.to_owned()))).await?,
         )));
     }
     if let Some(master) = sentinel_master {
@@ -28,7 +44,7 @@ pub async fn open(
             master: master.to_owned(),
         };
         return Ok(Some(AnyStore::Redis(
-            RedisStore::connect(RedisConfig::new(target)).await?,
+            RedisStore::connect(config(target)).await?,
         )));
     }
     match state_dir {

@@ -28,12 +28,12 @@ use std::future::Future;
 use mirrorfleet_crds::state::ChangeEvent;
 use mirrorfleet_crds::state::stats::StatsBatch;
 
-pub use any::{AnyStore, open as open_store};
+pub use any::{AnyStore, open as open_store, open_with_password as open_store_with_password};
 #[cfg(feature = "clap")]
 pub use args::StoreArgs;
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
-pub use redis::{RedisConfig, RedisStore, RedisTarget};
+pub use redis::{Password, RedisConfig, RedisStore, RedisTarget};
 pub use state::{LoadedState, StateReader, StateWriter, follow};
 
 /// One atomic write of logical keys.

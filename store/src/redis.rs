@@ -17,7 +17,11 @@ use mirrorfleet_crds::state::{
     ChangeEvent, EPOCH_KEY, EVENTS_CHANNEL, GEN_KEY, MANIFEST_KEY, SCHEMA_KEY,
 };
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, ServerErrorKind};
+use redis::sentinel::SentinelNodeConnectionInfo;
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError,
+    RedisResult, ServerErrorKind,
+};
 use tokio::sync::mpsc;
 
 use crate::{Commit, Error, Manifest, Result, Store, StoreEvent, Versioned};
@@ -93,6 +97,27 @@ pub struct RedisConfig {
     pub min_replicas: usize,
     /// How long to wait for those replicas.
     pub replica_timeout: Duration,
+    /// Password sent on connect (to the server, or to the master the sentinels name) when
+    /// the URL carries none; kept out of URLs so that it shows in no message.
+    pub password: Option<Password>,
+}
+
+/// A Redis password: its `Debug` shows no character of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl std::str::FromStr for Password {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> std::result::Result<Password, Self::Err> {
+        Ok(Password(s.to_owned()))
+    }
 }
 
 impl RedisConfig {
@@ -106,6 +131,7 @@ impl RedisConfig {
             retry_for: Duration::from_secs(15),
             min_replicas: 0,
             replica_timeout: Duration::from_secs(2),
+            password: None,
         }
     }
 }
@@ -149,12 +175,26 @@ impl RedisStore {
 
     async fn client(config: &RedisConfig) -> RedisResult<Client> {
         match &config.target {
-            RedisTarget::Url(url) => Client::open(url.as_str()),
+            RedisTarget::Url(url) => {
+                let mut info = url.as_str().into_connection_info()?;
+                if let Some(password) = &config.password
+                    && info.redis_settings().password().is_none()
+                {
+                    let settings = info.redis_settings().clone().set_password(&password.0);
+                    info = info.set_redis_settings(settings);
+                }
+                Client::open(info)
+            }
             RedisTarget::Sentinel { sentinels, master } => {
                 let mut sentinel = redis::sentinel::Sentinel::build(sentinels.clone())?;
+                let node = config.password.as_ref().map(|password| {
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(
+                        RedisConnectionInfo::default().set_password(&password.0),
+                    )
+                });
                 tokio::time::timeout(
                     config.connect_timeout * 2,
-                    sentinel.async_master_for(master, None),
+                    sentinel.async_master_for(master, node.as_ref()),
                 )
                 .await
                 .map_err(|_| {

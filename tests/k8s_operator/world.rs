@@ -46,8 +46,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The real API server with mirrorfleet's CRDs Established, the namespace [`NS`], the
-/// operator's Roles from deploy/operator-role.yaml bound to the ServiceAccount [`SA`], Redis,
-/// and a JobRunner running the operator's scan Jobs with the `mirrorfleet` binary.
+/// operator's Roles from charts/mirrorfleet/files/operator-role.yaml bound to the
+/// ServiceAccount [`SA`], Redis, and a JobRunner running the operator's scan Jobs with the
+/// `mirrorfleet` binary.
 pub struct Cluster {
     pub api: ApiServer,
     /// The admin's client (the test's own reads and writes).
@@ -87,7 +88,7 @@ impl Cluster {
         assert_eq!(ours, 4, "the four CRDs Established: {established}");
 
         api.create_namespace(NS).await;
-        let roles = repo_root().join("deploy/operator-role.yaml");
+        let roles = repo_root().join("charts/mirrorfleet/files/operator-role.yaml");
         api.kubectl(&["apply", "-n", NS, "-f", roles.to_str().unwrap()], None)
             .await;
         let mut bindings = binding("mirrorfleet-operator");

@@ -342,3 +342,65 @@ fn intervals_come_from_the_mirror_then_the_project_then_the_default() {
         120
     );
 }
+
+#[test]
+fn the_redis_password_comes_from_its_secret_never_from_the_arguments() {
+    let without = scan_job(&mirror(), "videolan", &JobSettings::default(), 1);
+    let pod = without
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        pod.containers[0].env, None,
+        "no Secret named: no environment"
+    );
+
+    let settings = JobSettings {
+        store_args: vec!["--redis=redis://redis:6379".into()],
+        redis_password_secret: Some(("redis-auth".into(), "redis-password".into())),
+        ..JobSettings::default()
+    };
+    for job in [
+        scan_job(&mirror(), "videolan", &settings, 1),
+        source_job(
+            &project(serde_json::json!({"rsync": "rsync://origin.example/videolan/"})),
+            &settings,
+            1,
+        )
+        .unwrap(),
+    ] {
+        let c = &job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        let env = c.env.as_deref().unwrap();
+        assert_eq!(env.len(), 1, "{env:?}");
+        assert_eq!(env[0].name, "MIRRORFLEET_REDIS_PASSWORD");
+        assert_eq!(
+            env[0].value, None,
+            "the value is the Secret's, not in the spec"
+        );
+        let from = env[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("redis-auth", "redis-password")
+        );
+        let args = c.args.as_deref().unwrap();
+        assert!(!args.iter().any(|a| a.contains("password")), "{args:?}");
+    }
+}
