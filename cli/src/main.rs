@@ -146,7 +146,7 @@ enum Command {
         #[arg(
             long,
             env = "MIRRORFLEET_IMAGE",
-            default_value = "ghcr.io/mirrorfleet/mirrorfleet:latest"
+            default_value = mirrorfleet_operator::jobs::DEFAULT_IMAGE
         )]
         image: String,
         /// Scan Jobs running at once.

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SecretKeySelector, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -19,6 +20,11 @@ use mirrorfleet_crds::v1alpha1::{Mirror, Project};
 /// Annotation asking for a scan now (any value; the operator removes it once the Job exists),
 /// on a Mirror (its projects' scans) or a Project (its source's).
 pub const SCAN_REQUESTED: &str = "mirrorfleet.io/scan-requested";
+
+/// The image scan Jobs run when none is given: the one `scripts/image` builds, at this
+/// version (`mirrorfleet:<version>`; load it into the nodes' runtime or push it to your
+/// registry and pass `--image`).
+pub const DEFAULT_IMAGE: &str = concat!("mirrorfleet:", env!("CARGO_PKG_VERSION"));
 /// Label naming the mirror a Job scans (mirror scans only).
 pub const LABEL_MIRROR: &str = "mirrorfleet.io/mirror";
 /// Label naming the project a Job scans.
@@ -60,7 +66,7 @@ pub struct JobSettings {
 impl Default for JobSettings {
     fn default() -> Self {
         JobSettings {
-            image: "ghcr.io/mirrorfleet/mirrorfleet:latest".into(),
+            image: DEFAULT_IMAGE.into(),
             store_args: vec![],
             ttl_seconds_after_finished: 3600,
             backoff_limit: 1,
@@ -200,25 +206,36 @@ fn job<K: Resource<DynamicType = ()>>(
         ])
     };
     args.extend(settings.store_args.iter().cloned());
-    let (volumes, mounts) = match volume {
-        Some((claim, path)) => (
-            Some(vec![Volume {
-                name: "source".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim,
-                    read_only: Some(true),
-                }),
-                ..Volume::default()
-            }]),
-            Some(vec![VolumeMount {
-                name: "source".into(),
-                mount_path: path,
+    // The root filesystem is read-only: scans write only their temporary files, in /tmp.
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("256Mi".into())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    if let Some((claim, path)) = volume {
+        volumes.push(Volume {
+            name: "source".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
                 read_only: Some(true),
-                ..VolumeMount::default()
-            }]),
-        ),
-        None => (None, None),
-    };
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "source".into(),
+            mount_path: path,
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     Job {
         metadata: ObjectMeta {
             name: Some(name),
@@ -239,7 +256,20 @@ fn job<K: Resource<DynamicType = ()>>(
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: settings.service_account.clone(),
-                    volumes,
+                    // Scans need no API access: no token in the pod.
+                    automount_service_account_token: Some(false),
+                    // What Pod Security "restricted" asks for; the image's user, 65532.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    volumes: Some(volumes),
                     containers: vec![Container {
                         name: "scan".into(),
                         image: Some(settings.image.clone()),
@@ -258,7 +288,16 @@ fn job<K: Resource<DynamicType = ()>>(
                                 ..EnvVar::default()
                             }]
                         }),
-                        volume_mounts: mounts,
+                        volume_mounts: Some(mounts),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                ..Capabilities::default()
+                            }),
+                            ..SecurityContext::default()
+                        }),
                         resources: Some(ResourceRequirements {
                             requests: Some(quantities(&settings.requests)),
                             limits: Some(quantities(&settings.limits)),
