@@ -293,19 +293,57 @@ fn the_source_job_indexes_the_project_and_mounts_a_local_tree_read_only() {
             "--redis=redis://redis:6379"
         ]
     );
-    assert!(pod.volumes.is_none());
+    // Only the scratch /tmp of the read-only root filesystem; locked down as Pod Security
+    // "restricted" asks.
+    let names: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(names, ["tmp"]);
+    assert!(pod.volumes.as_ref().unwrap()[0].empty_dir.is_some());
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(
+        (psc.run_as_non_root, psc.run_as_user),
+        (Some(true), Some(65532))
+    );
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let sc = pod.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(
+        (sc.read_only_root_filesystem, sc.allow_privilege_escalation),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_owned()][..])
+    );
 
     let local =
         project(serde_json::json!({"local": "/srv/videolan", "volumeClaim": "videolan-tree"}));
     let job = source_job(&local, &settings, 1).unwrap();
     let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let volume = &pod.volumes.as_ref().unwrap()[0];
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "source")
+        .unwrap();
     let claim = volume.persistent_volume_claim.as_ref().unwrap();
     assert_eq!(
         (claim.claim_name.as_str(), claim.read_only),
         ("videolan-tree", Some(true))
     );
-    let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "source")
+        .unwrap();
     assert_eq!(
         (
             mount.mount_path.as_str(),
