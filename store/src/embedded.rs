@@ -2,9 +2,11 @@
 //! memory, every write appended to a checksummed log and fsynced before it is acknowledged.
 //!
 //! Log file `<dir>/state.log`: records of `[len u32][crc32 u32][type u8][payload]`. On open the
-//! log is replayed; a torn record at the very end (a crash mid-append, never acknowledged) is
-//! cut off; damage before the end is an error that names the byte, because silently dropping
-//! acknowledged writes is worse than refusing to start. When the log grows past twice the live
+//! log is replayed; a torn tail — whatever follows the last valid record when no valid record
+//! is in it: half a record (a crash mid-append, never acknowledged), the zeros a power loss
+//! leaves on ext4 or XFS, garbage — is cut off and logged with its offsets; damage followed by
+//! a valid record is an error that names the byte, because silently dropping acknowledged
+//! writes is worse than refusing to start. When the log grows past twice the live
 //! data it is compacted into a fresh file, written aside and renamed into place.
 
 use std::collections::{BTreeMap, HashMap};
@@ -79,7 +81,8 @@ impl EmbeddedStore {
             .map_err(io("reading", &path))?;
         let good = inner.replay(&bytes)?;
         if good < bytes.len() as u64 {
-            tracing::warn!(path = %path.display(), at = good, "cutting a torn record off the end of the state log");
+            let (len, cut) = (bytes.len() as u64, bytes.len() as u64 - good);
+            tracing::warn!(path = %path.display(), at = good, len, cut, "cutting a torn tail (bytes {good}..{len}: no valid record in them) off the state log");
             inner
                 .log
                 .set_len(good)
@@ -117,6 +120,38 @@ impl EmbeddedStore {
     }
 }
 
+/// The payload of the record at `pos`, or why there is none: a header cut short, a length
+/// that is zero, impossible or past the end, or a checksum mismatch.
+fn record_at(bytes: &[u8], pos: usize) -> std::result::Result<&[u8], String> {
+    let header = bytes
+        .get(pos..pos + 8)
+        .ok_or_else(|| format!("{} bytes where a record header needs 8", bytes.len() - pos))?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 || len > MAX_RECORD {
+        return Err(format!("record length {len} is impossible"));
+    }
+    let payload = bytes
+        .get(pos + 8..pos + 8 + len as usize)
+        .ok_or_else(|| format!("record length {len} runs past the end of the log"))?;
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(payload)
+}
+
+/// The first offset at or after `from` where a valid record starts, if any. Cheap on zeros
+/// and garbage: most offsets fail on their length or type byte before any checksum.
+fn next_record(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len().saturating_sub(8)).find(|&at| {
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let typed = bytes
+            .get(at + 8)
+            .is_some_and(|t| (REC_COMMIT..=REC_STATS_BY_KEY).contains(t));
+        len >= 9 && typed && record_at(bytes, at).is_ok()
+    })
+}
+
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     // A panic while holding the lock cannot leave the maps half-updated (records are applied
     // after they are durable, in plain insertions), so a poisoned lock is still usable.
@@ -124,31 +159,29 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl Inner {
-    /// Replays `bytes`; returns the length of the valid prefix.
+    /// Replays `bytes`; returns the length of the valid prefix. A record that does not check
+    /// out ends the log as torn when no valid record follows it (what a crash mid-append or
+    /// a power loss leaves: half a record, zeros, garbage); when one does, acknowledged writes
+    /// would be lost, and it is an error naming the byte.
     fn replay(&mut self, bytes: &[u8]) -> Result<u64> {
         let mut pos = 0usize;
         while pos < bytes.len() {
-            let Some(header) = bytes.get(pos..pos + 8) else {
-                break;
+            let payload = match record_at(bytes, pos) {
+                Ok(payload) => payload,
+                Err(why) => match next_record(bytes, pos + 1) {
+                    Some(next) => {
+                        return Err(self.corrupt(
+                            pos,
+                            format!("{why}, and a valid record follows at byte {next}"),
+                        ));
+                    }
+                    None => break,
+                },
             };
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let end = pos + 8 + len as usize;
-            if len > MAX_RECORD || end > bytes.len() {
-                if len > MAX_RECORD || bytes.len() - pos > 8 + (MAX_RECORD as usize) {
-                    return Err(self.corrupt(pos, format!("record length {len} is impossible")));
-                }
-                break; // torn final record
-            }
-            let payload = &bytes[pos + 8..end];
-            if crc32fast::hash(payload) != crc {
-                if end == bytes.len() {
-                    break; // torn final record
-                }
-                return Err(self.corrupt(pos, "checksum mismatch".into()));
-            }
+            // A record whose checksum matches but that cannot be applied is not torn: it was
+            // written whole (by a newer version, or damaged before its checksum was taken).
             self.apply(payload).map_err(|why| self.corrupt(pos, why))?;
-            pos = end;
+            pos += 8 + payload.len();
         }
         Ok(pos as u64)
     }

@@ -495,6 +495,84 @@ async fn embedded_store_survives_restarts_and_torn_writes() {
     );
 }
 
+/// What crashes and power losses leave after the last valid record is cut off, every time;
+/// damage with a valid record after it is refused, naming the byte.
+#[tokio::test]
+async fn embedded_store_cuts_torn_tails_of_every_shape_and_refuses_damage_before_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let writer = StateWriter::new(store.clone());
+        writer.write_fleet(&fleet(&["a"])).await.unwrap();
+        writer.write_health(&health("a", true)).await.unwrap();
+    }
+    let log = dir.path().join("state.log");
+    let good = std::fs::read(&log).unwrap();
+    // A little generator, so that the garbage differs from shape to shape but not run to run.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut garbage = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let shapes: Vec<(&str, Vec<u8>)> = vec![
+        ("4 KiB of zeros (a power loss on ext4/XFS)", vec![0; 4096]),
+        ("one zero byte", vec![0]),
+        ("7 bytes, less than a header", vec![1; 7]),
+        ("half a record", vec![200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]),
+        (
+            "a header claiming 1 GiB",
+            [u32::MAX.to_le_bytes(), [0; 4]].concat(),
+        ),
+        ("garbage, 100 bytes", garbage(100)),
+        ("garbage, 4 KiB", garbage(4096)),
+        ("garbage, 64 KiB", garbage(65536)),
+        ("zeros then garbage", [vec![0; 512], garbage(512)].concat()),
+    ];
+    for (shape, tail) in shapes {
+        std::fs::write(&log, [good.as_slice(), &tail].concat()).unwrap();
+        let store =
+            EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{shape}: refused: {e}"));
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().len(),
+            good.len() as u64,
+            "{shape}: cut at the last valid record"
+        );
+        let (loaded, _) = StateReader::new(store.clone()).load().await.unwrap();
+        assert_eq!(loaded.fleet.unwrap().mirrors[0].name, "a", "{shape}");
+        assert!(
+            loaded.health.contains_key("a"),
+            "{shape}: the last record kept"
+        );
+    }
+
+    // The same shapes followed by a valid record are damage, not a torn tail.
+    let first_len = 8 + u32::from_le_bytes(good[0..4].try_into().unwrap()) as usize;
+    let (first, rest) = good.split_at(first_len);
+    for (shape, damage) in [("zeros", vec![0u8; 4096]), ("garbage", garbage(300))] {
+        std::fs::write(&log, [first, &damage, rest].concat()).unwrap();
+        let err = EmbeddedStore::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("is corrupt at byte {first_len}"))
+                && err.contains(&format!(
+                    "a valid record follows at byte {}",
+                    first_len + damage.len()
+                )),
+            "{shape}: {err}"
+        );
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().len() as usize,
+            good.len() + damage.len(),
+            "{shape}: a refused log is left as it was"
+        );
+    }
+}
+
 #[tokio::test]
 async fn embedded_store_reads_stats_records_of_the_older_format() {
     // Older logs wrote one (key, field, count) triple per counter: record type 3.
