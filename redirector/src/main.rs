@@ -52,6 +52,16 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "MIRRORFLEET_LOG_JSON")]
     log_json: bool,
+    /// Seconds a client has to send a request's headers (also how long an idle keep-alive
+    /// connection stays open).
+    #[arg(long, env = "MIRRORFLEET_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
+    /// Most client connections open at once.
+    #[arg(long, env = "MIRRORFLEET_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Most connections open at once from one client address (trusted proxies are exempt).
+    #[arg(long, env = "MIRRORFLEET_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_client: u64,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +87,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trusted_proxies: args.trusted_proxies.clone(),
         sticky: args.sticky,
         stats_every: std::time::Duration::from_secs(args.stats_interval),
+        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        max_connections_per_client: usize::try_from(args.max_connections_per_client)
+            .unwrap_or(usize::MAX),
         ..Config::default()
     };
     server::run(

@@ -106,6 +106,10 @@ pub struct Metrics {
     pub snapshot_built: AtomicU64,
     /// Redirects per mirror name (bounded by the fleet's size).
     pub per_mirror: Mutex<BTreeMap<String, u64>>,
+    /// Client connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections closed at once, over the cap of open connections (all, or one client's).
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -189,6 +193,11 @@ impl Metrics {
                 "Stats flushes that failed.",
                 &self.stats_flush_errors,
             ),
+            (
+                "mirrorfleet_connections_refused_total",
+                "Connections closed at once: over the cap of open connections, in all or from one client address.",
+                &self.connections_refused,
+            ),
         ] {
             let _ = writeln!(
                 s,
@@ -196,6 +205,11 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            s,
+            "# HELP mirrorfleet_connections_open Client connections open.\n# TYPE mirrorfleet_connections_open gauge\nmirrorfleet_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             s,
             "# HELP mirrorfleet_snapshot_generation State generation served.\n# TYPE mirrorfleet_snapshot_generation gauge\nmirrorfleet_snapshot_generation {}",

@@ -16,7 +16,7 @@ use hyper::header::{self, HeaderValue};
 
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
@@ -48,6 +48,15 @@ pub struct Config {
     pub geo_every: Duration,
     /// How long connections may drain on shutdown.
     pub drain: Duration,
+    /// How long a client has to send a request's headers once the server waits for them —
+    /// for the first request and, on an idle keep-alive connection, for the next: a slow or
+    /// silent client, or an idle one, is disconnected after it (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// Most client connections open at once; more are closed as they are accepted.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (trusted proxies, which carry
+    /// many clients, are exempt).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Config {
@@ -59,6 +68,9 @@ impl Default for Config {
             resync_every: Duration::from_secs(30),
             geo_every: Duration::from_secs(60),
             drain: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -215,13 +227,24 @@ pub async fn run<S: Store + Clone>(
         }
     });
     let graceful = Arc::new(GracefulShutdown::new());
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let open = Arc::new(Open::default());
     let mut accept_tasks = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for listener in listeners {
         let app = app.clone();
         let builder = builder.clone();
         let graceful = graceful.clone();
+        let open = open.clone();
         let mut stop = stop_rx.clone();
         accept_tasks.push(tokio::spawn(async move {
             loop {
@@ -236,16 +259,34 @@ pub async fn run<S: Store + Clone>(
                     },
                     _ = stop.changed() => return,
                 };
+                let exempt = app
+                    .config
+                    .trusted_proxies
+                    .iter()
+                    .any(|n| n.contains(&peer.ip()));
+                let Some(slot) = open.take(peer.ip(), exempt, &app.config, &app.metrics) else {
+                    app.metrics
+                        .connections_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
+                let app_timeout = app.config.header_read_timeout;
                 let app = app.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
                 });
+                // The first request's headers must start within the header-read timeout too:
+                // hyper's own timer only runs once it has told HTTP/1 from HTTP/2, which takes
+                // a first byte.
+                let stream = FirstByte::new(stream, app_timeout);
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(slot);
                 });
             }
         }));
@@ -273,6 +314,161 @@ pub async fn run<S: Store + Clone>(
     follower.abort();
     geo_task.abort();
     app
+}
+
+/// A client connection that fails with `TimedOut` when its first byte has not come within
+/// a deadline of its acceptance; after that, the plain stream.
+struct FirstByte {
+    stream: tokio::net::TcpStream,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl FirstByte {
+    fn new(stream: tokio::net::TcpStream, within: Duration) -> FirstByte {
+        FirstByte {
+            stream,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for FirstByte {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the header-read timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstByte {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The connections open, in all and per client address.
+#[derive(Debug, Default)]
+struct Open {
+    total: std::sync::atomic::AtomicUsize,
+    per_client: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+impl Open {
+    /// A slot for a new connection from `ip`, or `None` over a cap.
+    fn take(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        exempt: bool,
+        config: &Config,
+        metrics: &Arc<Metrics>,
+    ) -> Option<Slot> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.total.fetch_add(1, Relaxed) >= config.max_connections {
+            self.total.fetch_sub(1, Relaxed);
+            return None;
+        }
+        if !exempt {
+            let mut per = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let n = per.entry(ip).or_default();
+            if *n >= config.max_connections_per_client {
+                drop(per);
+                self.total.fetch_sub(1, Relaxed);
+                return None;
+            }
+            *n += 1;
+        }
+        metrics.connections_open.fetch_add(1, Relaxed);
+        Some(Slot {
+            open: self.clone(),
+            ip: (!exempt).then_some(ip),
+            metrics: metrics.clone(),
+        })
+    }
+}
+
+/// One open connection's place under the caps, given back when dropped.
+struct Slot {
+    open: Arc<Open>,
+    /// The client address counted (not for an exempt proxy).
+    ip: Option<IpAddr>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.open.total.fetch_sub(1, Relaxed);
+        self.metrics.connections_open.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.ip {
+            let mut per = self
+                .open
+                .per_client
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = per.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 async fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
