@@ -46,6 +46,7 @@ impl Manifests {
 /// directories skipped).
 pub fn read(paths: &[PathBuf]) -> Result<Manifests> {
     let mut found = Vec::new();
+    let mut too_deep = Vec::new();
     for path in paths {
         let meta = fs::metadata(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound { path: path.clone() },
@@ -55,7 +56,7 @@ pub fn read(paths: &[PathBuf]) -> Result<Manifests> {
             },
         })?;
         if meta.is_dir() {
-            walk(path, path, 0, &mut found)?;
+            walk(path, path, 0, &mut found, &mut too_deep)?;
         } else {
             found.push(path.clone());
         }
@@ -69,6 +70,18 @@ pub fn read(paths: &[PathBuf]) -> Result<Manifests> {
         return Err(Error::NoManifests { paths });
     }
     let mut manifests = Manifests::default();
+    for dir in too_deep {
+        manifests.problems.push(Problem {
+            file: dir.display().to_string(),
+            line: 0,
+            kind: None,
+            name: None,
+            path: String::new(),
+            message: format!(
+                "nested deeper than {MAX_DEPTH} directories: not read (move its manifests up)"
+            ),
+        });
+    }
     for path in found {
         let name = path.display().to_string();
         match read_text(&path) {
@@ -86,8 +99,17 @@ pub fn read(paths: &[PathBuf]) -> Result<Manifests> {
     Ok(manifests)
 }
 
-fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<()> {
+/// Collects the manifests under `dir` into `found`; directories past [`MAX_DEPTH`] go to
+/// `too_deep`, to be reported (never skipped silently).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    found: &mut Vec<PathBuf>,
+    too_deep: &mut Vec<PathBuf>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
+        too_deep.push(dir.to_path_buf());
         return Ok(());
     }
     let read_err = |source| Error::Read {
@@ -111,7 +133,7 @@ fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Resu
         })?;
         let path = entry.path();
         if file_type.is_dir() {
-            walk(root, &path, depth + 1, found)?;
+            walk(root, &path, depth + 1, found, too_deep)?;
         } else if is_manifest_name(&name)
             && (file_type.is_file() || (file_type.is_symlink() && path.is_file()))
         {

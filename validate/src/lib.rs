@@ -60,22 +60,42 @@ pub struct Problem {
 }
 
 impl fmt::Display for Problem {
+    /// One line, always: control characters in any part (a file named with a newline, a
+    /// message quoting one) are escaped, so that no input can forge another line of a report.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
+        let c = one_line;
+        write!(f, "{}", c(&self.file))?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
         }
         write!(f, ":")?;
         match (&self.kind, &self.name) {
-            (Some(k), Some(n)) => write!(f, " {k}/{n}:")?,
-            (Some(k), None) => write!(f, " {k}:")?,
+            (Some(k), Some(n)) => write!(f, " {}/{}:", c(k), c(n))?,
+            (Some(k), None) => write!(f, " {}:", c(k))?,
             _ => {}
         }
         if !self.path.is_empty() {
-            write!(f, " {}:", self.path)?;
+            write!(f, " {}:", c(&self.path))?;
         }
-        write!(f, " {}", self.message)
+        write!(f, " {}", c(&self.message))
     }
+}
+
+/// `s` with its control characters escaped (`\n`, `\u{1b}`, …).
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    s.chars()
+        .map(|ch| {
+            if ch.is_control() {
+                ch.escape_default().to_string()
+            } else {
+                ch.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A resource as read from a manifest, with where it came from.
@@ -241,6 +261,17 @@ impl Engine {
     }
 
     fn file(&mut self, file: &SourceFile<'_>, options: Options, outcome: &mut Outcome) {
+        if let Some((line, message)) = yaml::unknown_version(file.text) {
+            outcome.problems.push(Problem {
+                file: file.name.to_owned(),
+                line,
+                kind: None,
+                name: None,
+                path: String::new(),
+                message,
+            });
+            return;
+        }
         let (docs, error) = yaml::load(file.text);
         for doc in docs {
             outcome.documents += 1;

@@ -167,8 +167,11 @@ fn url<T: Resource<DynamicType = ()>>(
                 "{u} must not carry credentials: manifests are public, so put credentials in a Secret"
             ))
         }
-        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-            Some(format!("{raw} must not have a query or fragment"))
+        Ok(mut u) if u.query().is_some() || u.fragment().is_some() => {
+            // A query may hold a token: not echoed either.
+            u.set_query(None);
+            u.set_fragment(None);
+            Some(format!("{u} must not have a query or fragment"))
         }
         Ok(_) => None,
     };
@@ -188,6 +191,10 @@ fn project(
     }
     if let Some(u) = &spec.source.http {
         url(p, "spec.source.http", u, out);
+    }
+    // A webhook's secret would be public too (credentials, or a token in its query).
+    if let Some(u) = spec.push.as_ref().and_then(|push| push.webhook.as_deref()) {
+        url(p, "spec.push.webhook", u, out);
     }
     for (i, f) in spec.fallbacks.iter().enumerate() {
         url(p, &format!("spec.fallbacks[{i}].url"), &f.url, out);

@@ -146,3 +146,70 @@ fn problem_display_leaves_out_what_is_unknown() {
     };
     assert_eq!(p.to_string(), "f.yaml: is binary");
 }
+
+const PROJECT: &str = "apiVersion: mirrorfleet.io/v1alpha1\nkind: Project\nmetadata:\n  name: p\nspec:\n  routing:\n    pathPrefix: /p/\n  source:\n    http: https://origin.example/p/\n  fallbacks:\n    - url: https://origin.example/p/\n";
+
+#[test]
+fn a_webhook_carries_no_secret_into_public_manifests() {
+    for (webhook, says) in [
+        (
+            "https://user:s3cret@hooks.example/p",
+            "must not carry credentials",
+        ),
+        (
+            "https://hooks.example/p?token=s3cret",
+            "must not have a query",
+        ),
+    ] {
+        let problems = one(&format!("{PROJECT}  push:\n    webhook: {webhook}\n"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("spec.push.webhook") && p.contains(says)),
+            "{webhook}: {problems:?}"
+        );
+        assert!(
+            problems.iter().all(|p| !p.contains("s3cret")),
+            "the secret is never echoed: {problems:?}"
+        );
+    }
+    assert_eq!(
+        one(&format!(
+            "{PROJECT}  push:\n    webhook: https://hooks.example/p\n"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn only_yaml_1_1_and_1_2_are_read() {
+    let problems = one(&format!("%YAML 9.9\n---\n{PROJECT}"));
+    assert_eq!(
+        problems,
+        ["m.yaml:1: %YAML \"9.9\": only YAML 1.1 and 1.2 are read"]
+    );
+    assert_eq!(
+        one(&format!("%YAML 1.2\n---\n{PROJECT}")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_report_line_cannot_be_forged_by_a_file_name() {
+    let problems: Vec<String> = validate(
+        &[SourceFile {
+            name: "evil\nok.yaml: 0 problems\n",
+            text: "kind: [",
+        }],
+        Options::default(),
+    )
+    .problems
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert!(!problems.is_empty());
+    for p in &problems {
+        assert!(!p.contains('\n'), "{p:?}");
+        assert!(p.starts_with("evil\\nok.yaml: 0 problems\\n"), "{p:?}");
+    }
+}

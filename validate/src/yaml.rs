@@ -210,6 +210,22 @@ pub struct YamlError {
 }
 
 /// Parses every document of `text`. Documents before a syntax error are returned with it.
+/// The first `%YAML` directive naming a version other than 1.1 or 1.2, as (line, message):
+/// a future YAML may mean something else by the same text, so such a file is refused rather
+/// than read as 1.2.
+pub fn unknown_version(text: &str) -> Option<(usize, String)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.strip_prefix("%YAML")?;
+        let version = rest.split('#').next().unwrap_or("").trim();
+        (!matches!(version, "1.1" | "1.2")).then(|| {
+            (
+                i + 1,
+                format!("%YAML {version:?}: only YAML 1.1 and 1.2 are read"),
+            )
+        })
+    })
+}
+
 pub fn load(text: &str) -> (Vec<Document>, Option<YamlError>) {
     let mut loader = Loader {
         parser: Parser::new_from_str(text),
