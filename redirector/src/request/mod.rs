@@ -123,8 +123,8 @@ impl Target<'_> {
 }
 
 /// What `method`, `uri` and `headers` ask for, as `snap` has it. The rules, in order: a file's
-/// `?stats` (or a bad period); the admin endpoints; `?mirrorstats`; GET and HEAD only; a clean
-/// path; a loaded fleet; a project routed by host or prefix; then in the project a directory,
+/// `?stats` (or a bad period); the admin endpoints; GET and HEAD only; a clean path;
+/// `?mirrorstats`; a loaded fleet; a project routed by host or prefix; then in the project a directory,
 /// the apt list, a checksum, the mirror list, a metalink, JSON, `?stats` on a path that is not
 /// an indexed file, else the download.
 pub fn classify<'r>(
@@ -154,16 +154,17 @@ pub fn classify<'r>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let json = query_has(query, "json") || accept.contains("application/json");
-    if get_or_head && query_has(query, "mirrorstats") {
-        return Ask::Mirrorstats { json };
-    }
     if !get_or_head {
         return Ask::MethodNotAllowed;
     }
+    // Dot segments and the like are refused on every path, `?mirrorstats` ones too.
     let path = match clean_path(raw) {
         Ok(p) => p,
         Err(status) => return Ask::BadPath(status),
     };
+    if query_has(query, "mirrorstats") {
+        return Ask::Mirrorstats { json };
+    }
     if !snap.loaded {
         return Ask::NotLoaded;
     }

@@ -209,6 +209,8 @@ mod classify {
             ("/metrics", get.clone(), "/metrics", &[], &loaded, Ask::Metrics),
             ("?mirrorstats on any path", get.clone(), "/x?mirrorstats", &[], &loaded,
                 Ask::Mirrorstats { json: false }),
+            ("?mirrorstats on a path with a dot segment: refused as anywhere", get.clone(),
+                "/alpha/../?mirrorstats", &[], &loaded, Ask::BadPath(StatusCode::BAD_REQUEST)),
             ("?mirrorstats&json", get.clone(), "/?mirrorstats&json", &[], &loaded,
                 Ask::Mirrorstats { json: true }),
             ("?mirrorstats, Accept: application/json", get.clone(), "/?mirrorstats", JSON, &loaded,
