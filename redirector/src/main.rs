@@ -56,6 +56,10 @@ struct Args {
     /// connection stays open).
     #[arg(long, env = "MIRRORFLEET_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_read_timeout: u64,
+    /// Seconds, on SIGTERM, that `/readyz` answers 503 while connections are still accepted,
+    /// before the listeners close and open connections drain (up to 10 s).
+    #[arg(long, env = "MIRRORFLEET_DRAIN_DELAY", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    drain_delay: u64,
     /// Most client connections open at once.
     #[arg(long, env = "MIRRORFLEET_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
@@ -88,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sticky: args.sticky,
         stats_every: std::time::Duration::from_secs(args.stats_interval),
         header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
+        drain_delay: std::time::Duration::from_secs(args.drain_delay),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         max_connections_per_client: usize::try_from(args.max_connections_per_client)
             .unwrap_or(usize::MAX),

@@ -48,6 +48,10 @@ pub struct Config {
     pub geo_every: Duration,
     /// How long connections may drain on shutdown.
     pub drain: Duration,
+    /// On shutdown, how long `/readyz` answers 503 while connections are still accepted and
+    /// answered, before the listeners close (for load balancers and Kubernetes endpoints to
+    /// stop sending new connections first).
+    pub drain_delay: Duration,
     /// How long a client has to send a request's headers once the server waits for them —
     /// for the first request and, on an idle keep-alive connection, for the next: a slow or
     /// silent client, or an idle one, is disconnected after it (HTTP/1).
@@ -68,6 +72,7 @@ impl Default for Config {
             resync_every: Duration::from_secs(30),
             geo_every: Duration::from_secs(60),
             drain: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 16_384,
             max_connections_per_client: 256,
@@ -86,6 +91,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     stats: Stats,
     config: Config,
+    /// Shutting down: `/readyz` says so.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 thread_local! {
@@ -120,6 +127,7 @@ impl App {
             metrics,
             stats,
             config,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -146,6 +154,9 @@ impl App {
             match request::classify(req.method(), req.uri(), req.headers(), snap) {
                 Ask::FileStats(ask) => ask,
                 Ask::Health => return answer::health(),
+                Ask::Ready if self.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return answer::draining();
+                }
                 Ask::Ready => return answer::ready(snap),
                 Ask::Metrics => return answer::metrics(&self.metrics),
                 Ask::Mirrorstats { json } => return answer::mirrorstats(snap, &self.stats, json),
@@ -292,6 +303,14 @@ pub async fn run<S: Store + Clone>(
         }));
     }
     shutdown.await;
+    // Not ready any more, but still accepting and answering for the delay; then the
+    // listeners close and open connections drain.
+    app.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if !config.drain_delay.is_zero() {
+        tracing::info!(delay = ?config.drain_delay, "draining: not ready, still accepting");
+        tokio::time::sleep(config.drain_delay).await;
+    }
     let _ = stop_tx.send(true);
     for t in accept_tasks {
         let _ = t.await;

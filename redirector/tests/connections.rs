@@ -170,3 +170,90 @@ async fn slow_silent_and_idle_clients_are_cut_and_the_server_keeps_answering() {
     );
     assert!(out.contains("mirrorfleet_connections_open 1\n"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_readiness_turns_off_first_then_the_listener_closes_and_idle_connections_drain()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let fleet = FleetState {
+        projects: vec![ProjectState {
+            name: "p".into(),
+            path_prefix: Some("/p/".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    StateWriter::new(store.clone())
+        .write_fleet(&fleet)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config {
+        drain_delay: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        server::run(
+            vec![listener],
+            store,
+            Geo::open(None, None).unwrap(),
+            config,
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+    });
+    wait_for(
+        "the redirector to be ready",
+        Duration::from_secs(10),
+        || async {
+            match get_from("127.0.0.2", addr, "/readyz").await {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // An idle keep-alive client, its first answer read.
+    let mut idle = connect_from("127.0.0.4", addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let start = Instant::now();
+    stop.send(()).unwrap();
+    wait_for("readiness to turn off", Duration::from_secs(5), || async {
+        match get_from("127.0.0.2", addr, "/readyz").await {
+            Some(503) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Still accepting and answering during the delay.
+    assert_eq!(get_from("127.0.0.2", addr, "/healthz").await, Some(200));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "checked within the delay"
+    );
+    // Then the listener closes, the idle connection is closed, and the server stops.
+    let idle_closed = closed_after(idle, start).await;
+    assert!(
+        idle_closed >= Duration::from_millis(900) && idle_closed < Duration::from_secs(5),
+        "the idle connection is closed once the delay is over: {idle_closed:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(15), done)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        connect_from("127.0.0.2", addr).await.is_err(),
+        "the listener is closed"
+    );
+}

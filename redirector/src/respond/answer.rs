@@ -96,6 +96,11 @@ pub fn ready(snap: &Snapshot) -> Answer {
     (r, M::Admin)
 }
 
+/// `/readyz` while shutting down: `503`, so that no new connections are sent here.
+pub fn draining() -> Answer {
+    (unavailable("shutting down"), M::Admin)
+}
+
 /// `/metrics`.
 pub fn metrics(metrics: &Metrics) -> Answer {
     (text(StatusCode::OK, metrics.render()), M::Admin)
