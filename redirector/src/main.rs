@@ -60,6 +60,10 @@ struct Args {
     /// before the listeners close and open connections drain (up to 10 s).
     #[arg(long, env = "MIRRORFLEET_DRAIN_DELAY", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3600))]
     drain_delay: u64,
+    /// Listen with SO_REUSEPORT: a new redirector can take the same port before the old one
+    /// drains (see also systemd socket activation, which needs no flag).
+    #[arg(long, env = "MIRRORFLEET_REUSE_PORT")]
+    reuse_port: bool,
     /// Most client connections open at once.
     #[arg(long, env = "MIRRORFLEET_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
@@ -71,21 +75,66 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     mirrorfleet_runtime::init_logging(args.log_json);
+    // Before any other thread runs: taking the sockets clears LISTEN_FDS from the environment.
+    let inherited = match inherited_listeners() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %mirrorfleet_runtime::error_chain(&*e), "cannot use the inherited sockets");
+            return ExitCode::FAILURE;
+        }
+    };
     mirrorfleet_runtime::block_on_main("mirrorfleet-redirector", async move {
-        run(args).await.map(|()| ExitCode::SUCCESS)
+        run(args, inherited).await.map(|()| ExitCode::SUCCESS)
     })
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// The listening sockets systemd passed (socket activation: `LISTEN_FDS`, `LISTEN_PID`);
+/// none without it. `--listen` is then ignored.
+fn inherited_listeners() -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut out = Vec::new();
+    for i in 0..fds.len() {
+        let l = fds.take_tcp_listener(i).map_err(|e| {
+            anyhow::anyhow!("inherited socket {i} (LISTEN_FDS) is not a TCP listener: {e}")
+        })?;
+        let Some(l) = l else { continue };
+        l.set_nonblocking(true)?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// A listener on `addr`; with `reuse_port`, SO_REUSEPORT, so that a new process can listen on
+/// the same port before this one leaves (a zero-downtime upgrade on one host).
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn run(args: Args, inherited: Vec<std::net::TcpListener>) -> anyhow::Result<()> {
     let store = args.store.open().await?;
     let geo = Geo::open(args.geoip_city.clone(), args.geoip_asn.clone())?;
     let mut listeners = Vec::new();
-    for addr in &args.listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        tracing::info!(%addr, "listening");
+    for l in inherited {
+        let l = tokio::net::TcpListener::from_std(l)?;
+        tracing::info!(addr = ?l.local_addr().ok(), "listening on an inherited socket");
         listeners.push(l);
+    }
+    if listeners.is_empty() {
+        for addr in &args.listen {
+            let l = bind(*addr, args.reuse_port)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(%addr, reuse_port = args.reuse_port, "listening");
+            listeners.push(l);
+        }
     }
     let config = Config {
         trusted_proxies: args.trusted_proxies.clone(),
