@@ -14,7 +14,7 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// Most files visited under the paths of one run.
 pub const MAX_FILES: usize = 100_000;
 /// Deepest directory nesting followed.
-const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// Manifest texts read from disk, and the files that could not be used.
 #[derive(Debug, Default)]
@@ -71,16 +71,7 @@ pub fn read(paths: &[PathBuf]) -> Result<Manifests> {
     }
     let mut manifests = Manifests::default();
     for dir in too_deep {
-        manifests.problems.push(Problem {
-            file: dir.display().to_string(),
-            line: 0,
-            kind: None,
-            name: None,
-            path: String::new(),
-            message: format!(
-                "nested deeper than {MAX_DEPTH} directories: not read (move its manifests up)"
-            ),
-        });
+        manifests.problems.push(too_deep_problem(&dir));
     }
     for path in found {
         let name = path.display().to_string();
@@ -97,6 +88,20 @@ pub fn read(paths: &[PathBuf]) -> Result<Manifests> {
         }
     }
     Ok(manifests)
+}
+
+/// The problem of a directory nested past [`MAX_DEPTH`], whose manifests are not read.
+pub(crate) fn too_deep_problem(dir: &Path) -> Problem {
+    Problem {
+        file: dir.display().to_string(),
+        line: 0,
+        kind: None,
+        name: None,
+        path: String::new(),
+        message: format!(
+            "nested deeper than {MAX_DEPTH} directories: not read (move its manifests up)"
+        ),
+    }
 }
 
 /// Collects the manifests under `dir` into `found`; directories past [`MAX_DEPTH`] go to

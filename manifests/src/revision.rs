@@ -93,9 +93,6 @@ pub fn read_at(paths: &[PathBuf], rev: &str) -> Result<Manifests> {
     Ok(manifests)
 }
 
-/// Depth of directories followed, as on disk.
-const MAX_DEPTH: usize = 32;
-
 fn walk(
     repo: &Repository,
     tree: &Tree<'_>,
@@ -104,7 +101,9 @@ fn walk(
     manifests: &mut Manifests,
     count: &mut usize,
 ) -> Result<()> {
-    if depth > MAX_DEPTH {
+    if depth > crate::files::MAX_DEPTH {
+        // Reported, as on disk, never skipped silently.
+        manifests.problems.push(crate::files::too_deep_problem(dir));
         return Ok(());
     }
     // Sorted by name, as the walk of the disk is (a tree's entries are sorted already, but by
