@@ -86,11 +86,21 @@ pub fn of(
     serial: impl Fn(&str) -> Option<String>,
 ) -> Option<MirrorDuties> {
     let mirror = fleet.mirror(name)?;
+    Some(of_mirror(mirror, |p| fleet.project(p), serial))
+}
+
+/// The duties of `mirror`, its projects looked up by `project` (those it does not find are
+/// left out) and their serials by `serial`.
+pub fn of_mirror<'f>(
+    mirror: &MirrorState,
+    project: impl Fn(&str) -> Option<&'f ProjectState>,
+    serial: impl Fn(&str) -> Option<String>,
+) -> MirrorDuties {
     let projects = mirror
         .projects
         .iter()
         .filter_map(|carried| {
-            let p = fleet.project(&carried.project)?;
+            let p = project(&carried.project)?;
             Some(ProjectDuty {
                 project: p.name.clone(),
                 directory: format!("{}/", p.name),
@@ -103,11 +113,11 @@ pub fn of(
             })
         })
         .collect();
-    Some(MirrorDuties {
+    MirrorDuties {
         mirror: mirror.name.clone(),
         pace_mbps: pace_mbps(mirror),
         projects,
-    })
+    }
 }
 
 /// The MQTT topic of `p`'s announcements: the Project's `spec.push.topic`, else

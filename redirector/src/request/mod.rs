@@ -28,6 +28,11 @@ pub enum Ask<'r> {
     Ready,
     /// `/metrics` (any method): the Prometheus counters.
     Metrics,
+    /// `/-/mirrors/<name>.json` (GET, HEAD): a mirror's duties, for its node's agent.
+    Duties {
+        /// The mirror named.
+        mirror: &'r str,
+    },
     /// `?mirrorstats` on any path: the fleet's mirrors and today's counts, as JSON when asked
     /// (`?json` or an `Accept` of `application/json`).
     Mirrorstats {
@@ -123,7 +128,7 @@ impl Target<'_> {
 }
 
 /// What `method`, `uri` and `headers` ask for, as `snap` has it. The rules, in order: a file's
-/// `?stats` (or a bad period); the admin endpoints; `?mirrorstats`; GET and HEAD only; a clean
+/// `?stats` (or a bad period); the admin endpoints; `?mirrorstats`; a mirror's duties; GET and HEAD only; a clean
 /// path; a loaded fleet; a project routed by host or prefix; then in the project a directory,
 /// the apt list, a checksum, the mirror list, a metalink, JSON, `?stats` on a path that is not
 /// an indexed file, else the download.
@@ -156,6 +161,13 @@ pub fn classify<'r>(
     let json = query_has(query, "json") || accept.contains("application/json");
     if get_or_head && query_has(query, "mirrorstats") {
         return Ask::Mirrorstats { json };
+    }
+    if get_or_head && let Some(mirror) = crate::respond::duties::mirror_of(raw) {
+        return if snap.loaded {
+            Ask::Duties { mirror }
+        } else {
+            Ask::NotLoaded
+        };
     }
     if !get_or_head {
         return Ask::MethodNotAllowed;
