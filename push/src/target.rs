@@ -18,6 +18,7 @@ mod tests {
             push: PushState {
                 topic: topic.map(str::to_owned),
                 webhook: None,
+                rsync: None,
             },
             ..Default::default()
         }

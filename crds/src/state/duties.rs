@@ -43,7 +43,7 @@ pub struct ProjectDuty {
     /// Sub-trees carried (relative, ending with `/`); empty for the whole project.
     #[serde(default)]
     pub paths: Vec<String>,
-    /// The rsync URL mirrors sync from (the Project's rsync source), if it has one.
+    /// The rsync URL mirrors sync from: the Project's `spec.push.rsync`, else its rsync source.
     #[serde(default)]
     pub hub_rsync: Option<String>,
     /// The MQTT topic its new serials are announced on, when known without the publisher's
@@ -105,7 +105,7 @@ pub fn of_mirror<'f>(
                 project: p.name.clone(),
                 directory: format!("{}/", p.name),
                 paths: carried.paths.clone(),
-                hub_rsync: p.source.rsync.clone(),
+                hub_rsync: p.push.rsync.clone().or_else(|| p.source.rsync.clone()),
                 topic: announced_topic(p),
                 serial: serial(&p.name),
                 trace_file: p.trace_file.clone(),
@@ -166,6 +166,7 @@ mod tests {
             push: PushState {
                 topic: topic.map(str::to_owned),
                 webhook: None,
+                rsync: None,
             },
             ..Default::default()
         }
@@ -277,6 +278,18 @@ mod tests {
         assert_eq!(demo.serial.as_deref(), Some("serial-of-demo"));
         assert!(demo.two_stage());
         assert!(of(&fleet, "nope", |_| None).is_none());
+        let mut local = fleet.clone();
+        local.projects[0].source = SourceState {
+            local: Some("/srv/demo".into()),
+            ..Default::default()
+        };
+        local.projects[0].push.rsync = Some("rsync://hub.example/pub/demo/".into());
+        let d2 = of(&local, "m1", |_| None).expect("m1 is there");
+        assert_eq!(
+            d2.projects[0].hub_rsync.as_deref(),
+            Some("rsync://hub.example/pub/demo/"),
+            "a local source: spec.push.rsync"
+        );
         let json = serde_json::to_string(&d).expect("serialises");
         assert!(json.contains("\"hubRsync\""), "{json}");
         let back: MirrorDuties = serde_json::from_str(&json).expect("round trip");
