@@ -124,7 +124,8 @@ pub struct Args {
     pub rsync: PathBuf,
 }
 
-/// Runs the agent until `shutdown` resolves (then running rsyncs are killed).
+/// Runs the agent until `shutdown` resolves (then running rsyncs are killed). A redirector that
+/// does not answer with the duties at start is asked again with backoff (1 s doubling to 60 s).
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     if !(0.0..=0.5).contains(&args.fallback_jitter) {
         return Err(Error::Setting {
@@ -175,7 +176,24 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), E
             });
         }
     };
-    let duties = source.load(&args.mirror).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // A redirector not answering yet (the node booted first, or the fleet is not loaded) is
+    // waited for; a file that cannot be read is a setting to fix.
+    let mut wait = Duration::from_secs(1);
+    let duties = loop {
+        match source.load(&args.mirror).await {
+            Ok(d) => break d,
+            Err(e) if matches!(source, Source::File(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %mirrorfleet_runtime::error_chain(&e), retry_in = ?wait, "cannot read the duties yet; retrying");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
     let pace = args.pace_mbps.unwrap_or(duties.pace_mbps);
     tracing::info!(mirror = %args.mirror, projects = duties.projects.len(), pace_mbps = pace, "duties read");
     let node = Arc::new(sync::Node {

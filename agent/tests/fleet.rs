@@ -2,7 +2,8 @@
 //! three agents whose duties are what the redirector would describe
 //! (`mirrorfleet_crds::state::duties::of`). A push reaches all three; each syncs paced,
 //! writes its trace file and reports; a push during a run makes one more run; garbage pushes
-//! are logged and change nothing; an agent that lost the broker catches up on its timer.
+//! are logged and change nothing; an agent that lost the broker catches up on its timer; one
+//! started before the redirector answers waits for it; a failed sync is reported with why.
 
 #![allow(clippy::unwrap_used)]
 
@@ -399,4 +400,80 @@ async fn an_agent_that_lost_the_broker_catches_up_on_its_timer() {
     )
     .await;
     assert!(a.log().contains("fallback timer: syncing"), "{}", a.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_waits_for_the_redirector_then_syncs() {
+    let hub = tempfile::tempdir().unwrap();
+    write_tree(hub.path(), &[("README", b"demo\n", T)]);
+    let rsyncd = rsync_daemon(&[("demo", hub.path())]);
+    let hub_url = format!("rsync://127.0.0.1:{}/demo/", rsyncd.port);
+    let broker = Mosquitto::start();
+    let heard = listen(broker.port).await;
+    let fleet = fleet(&hub_url, &[("m1", &[])]);
+    // The "redirector": nginx serving the description where the redirector does, started
+    // after the agent.
+    let site = mirrorfleet_testkit::world_readable_tempdir();
+    let d = duties::of(&fleet, "m1", |_| Some("s0".into())).unwrap();
+    write_tree(
+        site.path(),
+        &[("-/mirrors/m1.json", &serde_json::to_vec(&d).unwrap(), T)],
+    );
+    let port = mirrorfleet_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let log = dir.path().join("m1.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_mirrorfleet-agent"))
+        .args(["--mirror", "m1", "--mqtt", &broker.url()])
+        .args(["--fleet", &format!("http://127.0.0.1:{port}")])
+        .arg("--root")
+        .arg(root.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let a = Agent {
+        name: "m1".into(),
+        root,
+        log,
+        _child: KillOnDrop(child),
+    };
+    wait_for("the agent to retry", Duration::from_secs(10), || async {
+        let log = a.log();
+        log.contains("cannot read the duties yet")
+            .then_some(())
+            .ok_or(log)
+    })
+    .await;
+    assert!(reports_of(&heard, "m1").is_empty(), "no run without duties");
+    let _web = mirrorfleet_testkit::nginx_on(site.path(), port);
+    let r = report(&heard, &a, "s0", Duration::from_secs(30)).await;
+    assert_eq!(r["result"], "ok", "{r}");
+    assert_eq!(a.file("README").as_deref(), Some(&b"demo\n"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_reported_with_rsyncs_exit_code_and_words() {
+    // A hub that is not there.
+    let hub_url = format!(
+        "rsync://127.0.0.1:{}/demo/",
+        mirrorfleet_testkit::free_port()
+    );
+    let broker = Mosquitto::start();
+    let heard = listen(broker.port).await;
+    let fleet = fleet(&hub_url, &[("m1", &[])]);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(dir.path(), &fleet, "m1", &broker.url(), &[]);
+    let r = report(&heard, &a, "s0", Duration::from_secs(30)).await;
+    assert_eq!(r["result"], "failed", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("stage 1 of 2")
+            && error.contains(&hub_url)
+            && error.contains("rsync exited with 10 (error in socket I/O"),
+        "{error}"
+    );
+    assert!(a.file("TIME").is_none(), "no trace file after a failure");
+    assert!(a.log().contains("sync failed"), "{}", a.log());
 }
