@@ -100,6 +100,7 @@ const FIXTURES: &[(&str, Needs)] = &[
     ("26-scale-without-factor.yaml", Needs::Object),
     ("27-not-a-mapping.yaml", Needs::Client(KubectlSays::Refuses)),
     ("28-credentials-in-url.yaml", Needs::Object),
+    ("29-credentials-in-hub-url.yaml", Needs::Object),
 ];
 
 /// The example fleet's manifests as (name, text), as `validate/tests/fixtures.rs` reads them.

@@ -126,6 +126,11 @@ enum Command {
         #[arg(long, env = "MIRRORFLEET_NAMESPACE", default_value = "mirrorfleet")]
         namespace: String,
     },
+    /// The node agent of one mirror (also the lean `mirrorfleet-agent` binary): reads its
+    /// duties from the fleet (the redirector's /-/mirrors/NAME.json, or --duties FILE),
+    /// syncs each project with a paced rsync on MQTT pushes and a fallback timer, writes its
+    /// trace file and publishes its sync report on mirrorfleet/report/NAME.
+    Agent(mirrorfleet_agent::Args),
     /// The Kubernetes operator: leader election (Lease), controllers for Project, Mirror,
     /// Sponsor and RegionRule, health checks and scan Jobs. Uses the in-cluster config or
     /// the kubeconfig.
@@ -430,6 +435,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let answer = cmd::publish_standalone(&project, &url, &token_file).await?;
                 print!("{answer}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => {
+            mirrorfleet_agent::run(args, mirrorfleet_runtime::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {

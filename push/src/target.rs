@@ -1,26 +1,15 @@
 //! Where a project's new serial is announced — pure: the MQTT topic (the Project's
 //! `spec.push.topic`, else `rsync/<origin host>/<project>`, the form `mqtt-exec -t
-//! 'rsync/<hub>/#'` subscribers expect) and the webhook, if any.
+//! 'rsync/<hub>/#'` subscribers expect). The function lives in `mirrorfleet-crds`
+//! (`state::duties`) so that the redirector's description of a mirror's duties names the same
+//! topic without depending on this crate; the tests here pin what publishers use.
 
-use mirrorfleet_crds::state::ProjectState;
-
-/// The MQTT topic of `p`'s announcements. The origin host is the host of its rsync or HTTP
-/// source; a local source (or a URL without a host) is announced under `hub`.
-pub fn topic(p: &ProjectState, hub: &str) -> String {
-    if let Some(t) = p.push.topic.as_deref().filter(|t| !t.is_empty()) {
-        return t.to_owned();
-    }
-    let host = [&p.source.rsync, &p.source.http]
-        .into_iter()
-        .flatten()
-        .find_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_owned));
-    format!("rsync/{}/{}", host.as_deref().unwrap_or(hub), p.name)
-}
+pub use mirrorfleet_crds::state::duties::topic;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mirrorfleet_crds::state::{PushState, SourceState};
+    use mirrorfleet_crds::state::{ProjectState, PushState, SourceState};
 
     fn project(source: SourceState, topic: Option<&str>) -> ProjectState {
         ProjectState {
@@ -29,6 +18,7 @@ mod tests {
             push: PushState {
                 topic: topic.map(str::to_owned),
                 webhook: None,
+                rsync: None,
             },
             ..Default::default()
         }

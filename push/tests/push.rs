@@ -27,6 +27,7 @@ fn project(name: &str, topic: Option<&str>, webhook: Option<String>) -> ProjectS
         push: PushState {
             topic: topic.map(str::to_owned),
             webhook,
+            rsync: None,
         },
         ..Default::default()
     }

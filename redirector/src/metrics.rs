@@ -42,9 +42,11 @@ pub enum Outcome {
     BadRequest,
     /// Health, readiness and metrics endpoints.
     Admin,
+    /// A mirror's duties (`/-/mirrors/<name>.json`, read by node agents).
+    Duties,
 }
 
-const OUTCOMES: [(Outcome, &str); 15] = [
+const OUTCOMES: [(Outcome, &str); 16] = [
     (Outcome::Redirect, "redirect"),
     (Outcome::Fallback, "fallback"),
     (Outcome::FallbackUnindexed, "fallback_unindexed"),
@@ -60,6 +62,7 @@ const OUTCOMES: [(Outcome, &str); 15] = [
     (Outcome::Unavailable, "unavailable"),
     (Outcome::BadRequest, "bad_request"),
     (Outcome::Admin, "admin"),
+    (Outcome::Duties, "duties"),
 ];
 
 const BUCKETS_US: [u64; 12] = [

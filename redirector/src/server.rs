@@ -160,6 +160,7 @@ impl App {
                 Ask::Ready => return answer::ready(snap),
                 Ask::Metrics => return answer::metrics(&self.metrics),
                 Ask::Mirrorstats { json } => return answer::mirrorstats(snap, &self.stats, json),
+                Ask::Duties { mirror } => return crate::respond::duties::answer(snap, mirror),
                 Ask::BadPeriod => return answer::bad_period(),
                 Ask::MethodNotAllowed => return answer::method_not_allowed(),
                 Ask::BadPath(status) => return answer::bad_path(status),

@@ -665,6 +665,36 @@ async fn metalinks_and_checksum_file_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrors_duties_are_described_for_its_agent() {
+    let mut r = start().await;
+    let resp = get(&r, "/-/mirrors/lyon.json", &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let d: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(d["mirror"], "lyon", "{d:#}");
+    assert_eq!(
+        d["paceMbps"], 200,
+        "no bandwidth declared: the default pace"
+    );
+    let p = &d["projects"][0];
+    assert_eq!(p["project"], "p");
+    assert_eq!(p["directory"], "p/");
+    assert_eq!(p["serial"], "s1", "the index's serial");
+    assert_eq!(p["hubRsync"], serde_json::Value::Null, "no rsync source");
+    let text = d.to_string();
+    assert!(
+        !text.contains("lyon.example"),
+        "the mirror's own URLs stay out: {text}"
+    );
+    assert_eq!(get(&r, "/-/mirrors/nowhere.json", &[]).await.status(), 404);
+    assert!(requests_counted(&r, "duties").await >= 1);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrorstats_shows_the_fleet_and_todays_counts() {
     // Counts are per UTC day: the whole test runs within one.
     mirrorfleet_testkit::clear_of_midnight(Duration::from_secs(90));

@@ -78,6 +78,7 @@ pub fn compile(fleet: &Fleet) -> FleetState {
             push: PushState {
                 topic: spec.push.as_ref().and_then(|p| p.topic.clone()),
                 webhook: spec.push.as_ref().and_then(|p| p.webhook.clone()),
+                rsync: spec.push.as_ref().and_then(|p| p.rsync.clone()),
             },
             source_interval_seconds: scan
                 .and_then(|s| s.source_interval_minutes)

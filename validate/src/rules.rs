@@ -196,6 +196,9 @@ fn project(
     if let Some(u) = spec.push.as_ref().and_then(|push| push.webhook.as_deref()) {
         url(p, "spec.push.webhook", u, out);
     }
+    if let Some(u) = spec.push.as_ref().and_then(|p| p.rsync.as_ref()) {
+        url(p, "spec.push.rsync", u, out);
+    }
     for (i, f) in spec.fallbacks.iter().enumerate() {
         url(p, &format!("spec.fallbacks[{i}].url"), &f.url, out);
         if let Some(code) = &f.country {

@@ -118,6 +118,9 @@ pub struct PushState {
     /// A URL that gets a POST with each new serial.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// Where mirrors sync from (`spec.push.rsync`), if not the rsync source.
+    #[serde(default)]
+    pub rsync: Option<String>,
 }
 
 /// Where a project's authoritative tree is (exactly one of the three).

@@ -41,6 +41,7 @@
 pub mod avail;
 pub mod classes;
 mod codec;
+pub mod duties;
 pub mod envelope;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -51,6 +52,7 @@ pub mod stats;
 
 pub use avail::{Availability, MutableSeen, ScanCounts};
 pub use classes::PathClasses;
+pub use duties::{MirrorDuties, ProjectDuty};
 pub use envelope::{Kind, decode, encode};
 pub use fleet::{
     Action, FallbackState, FleetState, HashKind, HealthCheckState, LocationState,

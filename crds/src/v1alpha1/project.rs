@@ -261,9 +261,10 @@ pub struct PathClasses {
     pub immutable: Vec<String>,
 }
 
-/// Push notifications for a project.
+/// Push notifications for a project, and where the mirrors it notifies sync from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = cel::no_credentials(&["rsync"]))]
 pub struct Push {
     /// MQTT topic on which "project updated" is published, compatible with `mqtt-exec`
     /// subscribers, e.g. `mirrors/fedora/updated`.
@@ -282,6 +283,16 @@ pub struct Push {
         transform = cel::no_unicode_space
     )]
     pub webhook: Option<String>,
+    /// Where mirrors sync from (`rsync://hub/module/`), for `mirrorfleet agent` on their
+    /// nodes; default: the rsync source, if the source is one. Give it for a local or HTTP
+    /// source whose tree the hub also serves over rsync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^rsync://[^\s]+/$"),
+        transform = cel::rsync_url
+    )]
+    pub rsync: Option<String>,
 }
 
 /// The observed state of a project, written by the operator.

@@ -28,6 +28,11 @@ pub enum Ask<'r> {
     Ready,
     /// `/metrics` (any method): the Prometheus counters.
     Metrics,
+    /// `/-/mirrors/<name>.json` (GET, HEAD): a mirror's duties, for its node's agent.
+    Duties {
+        /// The mirror named.
+        mirror: &'r str,
+    },
     /// `?mirrorstats` on any path: the fleet's mirrors and today's counts, as JSON when asked
     /// (`?json` or an `Accept` of `application/json`).
     Mirrorstats {
@@ -124,7 +129,8 @@ impl Target<'_> {
 
 /// What `method`, `uri` and `headers` ask for, as `snap` has it. The rules, in order: a file's
 /// `?stats` (or a bad period); the admin endpoints; GET and HEAD only; a clean path;
-/// `?mirrorstats`; a loaded fleet; a project routed by host or prefix; then in the project a directory,
+/// `?mirrorstats`; a mirror's duties; a loaded fleet; a project routed by host or prefix; then
+/// in the project a directory,
 /// the apt list, a checksum, the mirror list, a metalink, JSON, `?stats` on a path that is not
 /// an indexed file, else the download.
 pub fn classify<'r>(
@@ -164,6 +170,13 @@ pub fn classify<'r>(
     };
     if query_has(query, "mirrorstats") {
         return Ask::Mirrorstats { json };
+    }
+    if let Some(mirror) = crate::respond::duties::mirror_of(raw) {
+        return if snap.loaded {
+            Ask::Duties { mirror }
+        } else {
+            Ask::NotLoaded
+        };
     }
     if !snap.loaded {
         return Ask::NotLoaded;

@@ -20,6 +20,7 @@ use crate::select::Decision;
 use crate::snapshot::Snapshot;
 
 pub mod answer;
+pub mod duties;
 pub mod lists;
 pub mod pages;
 
