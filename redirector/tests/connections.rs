@@ -52,10 +52,17 @@ async fn closed_after(mut s: TcpStream, start: Instant) -> Duration {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_silent_and_idle_clients_are_cut_and_the_server_keeps_answering() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+/// A redirector on a fleet of one project, with `config`, ready: its address, the sender
+/// that stops it and its task.
+async fn start(
+    dir: &std::path::Path,
+    config: Config,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::sync::Arc<server::App>>,
+) {
+    let store = EmbeddedStore::open(dir).unwrap();
     let fleet = FleetState {
         projects: vec![ProjectState {
             name: "p".into(),
@@ -70,13 +77,8 @@ async fn slow_silent_and_idle_clients_are_cut_and_the_server_keeps_answering() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Config {
-        header_read_timeout: Duration::from_secs(1),
-        max_connections_per_client: 20,
-        ..Config::default()
-    };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
         server::run(
             vec![listener],
             store,
@@ -96,6 +98,21 @@ async fn slow_silent_and_idle_clients_are_cut_and_the_server_keeps_answering() {
                 Some(200) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
+        },
+    )
+    .await;
+    (addr, stop, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_silent_and_idle_clients_are_cut_and_the_server_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _stop, _done) = start(
+        dir.path(),
+        Config {
+            header_read_timeout: Duration::from_secs(1),
+            max_connections_per_client: 20,
+            ..Config::default()
         },
     )
     .await;
@@ -175,46 +192,11 @@ async fn slow_silent_and_idle_clients_are_cut_and_the_server_keeps_answering() {
 async fn on_shutdown_readiness_turns_off_first_then_the_listener_closes_and_idle_connections_drain()
 {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let fleet = FleetState {
-        projects: vec![ProjectState {
-            name: "p".into(),
-            path_prefix: Some("/p/".into()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    StateWriter::new(store.clone())
-        .write_fleet(&fleet)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = Config {
-        drain_delay: Duration::from_secs(1),
-        ..Config::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        server::run(
-            vec![listener],
-            store,
-            Geo::open(None, None).unwrap(),
-            config,
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await
-    });
-    wait_for(
-        "the redirector to be ready",
-        Duration::from_secs(10),
-        || async {
-            match get_from("127.0.0.2", addr, "/readyz").await {
-                Some(200) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
+    let (addr, stop, done) = start(
+        dir.path(),
+        Config {
+            drain_delay: Duration::from_secs(1),
+            ..Config::default()
         },
     )
     .await;
