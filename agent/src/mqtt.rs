@@ -4,10 +4,9 @@
 //! `<prefix>/<mirror>`, QoS 1. Reconnects with exponential backoff.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mirrorfleet_push::Broker;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::plan::{self, Report};
@@ -20,18 +19,7 @@ pub async fn run(
     report_topic: String,
     mut reports: mpsc::Receiver<Report>,
 ) {
-    let mut o = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_clean_session(true);
-    if let Some(user) = &broker.username {
-        o.set_credentials(user, broker.password.clone().unwrap_or_default());
-    }
-    if broker.tls {
-        o.set_transport(match &broker.ca {
-            Some(ca) => Transport::tls(ca.clone(), None, None),
-            None => Transport::tls_with_default_config(),
-        });
-    }
+    let o = broker.options_as(broker.client_id.clone());
     let (client, mut events) = AsyncClient::new(o, 64);
     let publisher = client.clone();
     let publishing = tokio::spawn(async move {

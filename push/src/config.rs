@@ -45,6 +45,24 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
+    /// The client options for this broker as client `client_id`: credentials, TLS, a clean
+    /// session and a 30 s keep-alive — what every MQTT connection of mirrorfleet uses.
+    pub fn options_as(&self, client_id: impl Into<String>) -> rumqttc::MqttOptions {
+        let mut o = rumqttc::MqttOptions::new(client_id, &self.host, self.port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_clean_session(true);
+        if let Some(user) = &self.username {
+            o.set_credentials(user, self.password.clone().unwrap_or_default());
+        }
+        if self.tls {
+            o.set_transport(match &self.ca {
+                Some(ca) => rumqttc::Transport::tls(ca.clone(), None, None),
+                None => rumqttc::Transport::tls_with_default_config(),
+            });
+        }
+        o
+    }
+
     /// Parses `url` (see the module doc); `client_id` names this publisher.
     pub fn parse(url: &str, client_id: &str) -> Result<Broker, Error> {
         let bad = |why: &str| Error::BrokerUrl {

@@ -15,9 +15,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::queue::Latest;
@@ -40,7 +39,7 @@ pub(crate) async fn run(
     queue: Arc<Latest<String, String>>,
     counters: Arc<Counters>,
 ) {
-    let options = options(&broker);
+    let options = broker.options_as(broker.client_id.clone());
     let mut wait = broker.backoff_min;
     let mut failures = 0u32;
     loop {
@@ -64,23 +63,6 @@ pub(crate) async fn run(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(broker.backoff_max);
     }
-}
-
-/// The client options of `broker`: a clean session, keep-alive 30 s.
-fn options(broker: &Broker) -> MqttOptions {
-    let mut o = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_clean_session(true);
-    if let Some(user) = &broker.username {
-        o.set_credentials(user, broker.password.clone().unwrap_or_default());
-    }
-    if broker.tls {
-        o.set_transport(match &broker.ca {
-            Some(ca) => Transport::tls(ca.clone(), None, None),
-            None => Transport::tls_with_default_config(),
-        });
-    }
-    o
 }
 
 /// One connection: connects, then publishes what the queue holds until the connection fails.

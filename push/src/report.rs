@@ -164,20 +164,7 @@ fn listen<T: Send + 'static>(
     let (tx, rx) = mpsc::channel(256);
     let prefix = prefix.trim_end_matches('/').to_owned();
     tokio::spawn(async move {
-        let mut options = rumqttc::MqttOptions::new(
-            format!("{}-{suffix}", broker.client_id),
-            &broker.host,
-            broker.port,
-        );
-        if let Some(user) = &broker.username {
-            options.set_credentials(user, broker.password.clone().unwrap_or_default());
-        }
-        if broker.tls {
-            options.set_transport(match &broker.ca {
-                Some(ca) => rumqttc::Transport::tls(ca.clone(), None, None),
-                None => rumqttc::Transport::tls_with_default_config(),
-            });
-        }
+        let options = broker.options_as(format!("{}-{suffix}", broker.client_id));
         let mut wait = broker.backoff_min;
         loop {
             let (client, mut events) = AsyncClient::new(options.clone(), 8);

@@ -292,7 +292,8 @@ fn the_report_names_each_failure_with_its_reason() {
             "HTTPS IPv4 p",
             Found::Failed {
                 reason: "TlsFailed".into(),
-                message: "https://m.example/p/TIME: TLS with 127.0.0.1:443 failed: bad cert".into(),
+                message: "https://m.example/p/TIME: TLS with 127.0.0.1:40443 failed: bad cert"
+                    .into(),
             },
         ),
     ]);
@@ -300,7 +301,7 @@ fn the_report_names_each_failure_with_its_reason() {
         report::text(std::slice::from_ref(&r)),
         "mirror m (new): 1 of 2 checks failed in 0.4 s\n\
          \x20 ok    DNS m.example IPv4: 127.0.0.1\n\
-         \x20 FAIL  HTTPS IPv4 p: https://m.example/p/TIME: TLS with 127.0.0.1:443 failed: bad cert [TlsFailed]\n"
+         \x20 FAIL  HTTPS IPv4 p: https://m.example/p/TIME: TLS with 127.0.0.1:40443 failed: bad cert [TlsFailed]\n"
     );
     assert_eq!(
         report::summary(&[r.clone(), report_of(vec![])]),
